@@ -1,0 +1,46 @@
+"""kpi_store: define, version, run and audit KPIs over SQL data sources."""
+
+from .errors import (
+    DataSourceError,
+    ExecutionError,
+    KPIStoreError,
+    NotFoundError,
+    UnsafeQueryError,
+    ValidationError,
+    VersionConflictError,
+)
+from .models import (
+    KPI,
+    AuditEntry,
+    AuditVerification,
+    BatchResult,
+    DataSource,
+    Execution,
+    KPISpec,
+    KPIVersion,
+    ParameterSpec,
+    ResultPage,
+    VersionDiff,
+)
+from .store import KPIStore
+
+__all__ = [
+    "KPI",
+    "AuditEntry",
+    "AuditVerification",
+    "BatchResult",
+    "DataSource",
+    "DataSourceError",
+    "Execution",
+    "ExecutionError",
+    "KPISpec",
+    "KPIStore",
+    "KPIStoreError",
+    "KPIVersion",
+    "NotFoundError",
+    "ParameterSpec",
+    "ResultPage",
+    "UnsafeQueryError",
+    "ValidationError",
+    "VersionConflictError",
+]

@@ -1,0 +1,170 @@
+"""Registered data sources and read-only connections to them.
+
+A data source is any SQLAlchemy URL. KPI queries reach it only through
+``read_only_engine``: SQLite files are opened with ``mode=ro`` and ``PRAGMA query_only``,
+PostgreSQL sessions default to read-only transactions, so even a statement that slipped
+past validation cannot write.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import sqlite3
+import threading
+import sqlalchemy as sa
+
+from . import audit, db
+from .errors import DataSourceError, NotFoundError, ValidationError
+from .models import DataSource, mask_url
+from .schema import data_sources as table
+from .schema import kpi_definitions
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def sqlite_path(url: sa.engine.URL) -> pathlib.Path:
+    database = url.database or ""
+    if database in ("", ":memory:"):
+        raise DataSourceError("A SQLite data source must be a file, not an in-memory database.")
+    return pathlib.Path(database).expanduser().resolve()
+
+
+def read_only_engine(url: str) -> sa.engine.Engine:
+    """An engine whose every connection refuses writes."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise DataSourceError(f"'{url}' is not a database URL (e.g. sqlite:///path/file.db).")
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        path = sqlite_path(parsed)
+        uri = path.as_uri() + "?mode=ro"
+
+        def connect() -> sqlite3.Connection:
+            connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            connection.execute("PRAGMA query_only=ON")
+            return connection
+
+        return sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
+    try:
+        if backend == "postgresql":
+            return sa.create_engine(
+                parsed,
+                pool_pre_ping=True,
+                pool_size=5,
+                max_overflow=10,
+                connect_args={"options": "-c default_transaction_read_only=on"},
+            )
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, ImportError, sa.exc.NoSuchModuleError) as error:
+        raise DataSourceError(f"Cannot use data source URL '{url}': {error}") from None
+
+
+def test_connection(engine: sa.engine.Engine, name: str) -> None:
+    """Open a connection and run a trivial query, or raise DataSourceError."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1")).scalar()
+            if engine.dialect.name == "sqlite":
+                # mode=ro opens a missing file lazily; reading the schema proves it is a database.
+                connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
+    except sa.exc.DBAPIError as error:
+        reason = str(error.orig).splitlines()[0] if error.orig else str(error)
+        raise DataSourceError(f"Cannot connect to data source '{name}': {reason}") from None
+
+
+class SourceEngines:
+    """One read-only engine per data source URL, shared by every thread of the process."""
+
+    def __init__(self) -> None:
+        self._engines: dict[str, sa.engine.Engine] = {}
+        self._lock = threading.Lock()
+
+    def get(self, url: str) -> sa.engine.Engine:
+        with self._lock:
+            engine = self._engines.get(url)
+            if engine is None:
+                engine = self._engines[url] = read_only_engine(url)
+            return engine
+
+    def dispose(self) -> None:
+        with self._lock:
+            for engine in self._engines.values():
+                engine.dispose()
+            self._engines.clear()
+
+
+def _to_record(row: sa.Row) -> DataSource:
+    return DataSource(
+        name=row.name, url=row.url, created_at=row.created_at, created_by=row.created_by
+    )
+
+
+def get(connection: sa.engine.Connection, name: str) -> DataSource:
+    row = connection.execute(sa.select(table).where(table.c.name == name)).first()
+    if row is None:
+        raise NotFoundError(f"There is no data source named '{name}'.")
+    return _to_record(row)
+
+
+def all_sources(connection: sa.engine.Connection) -> list[DataSource]:
+    return [_to_record(r) for r in connection.execute(sa.select(table).order_by(table.c.name))]
+
+
+def add(
+    engine: sa.engine.Engine, engines: SourceEngines, name: str, url: str, actor: str
+) -> DataSource:
+    name = (name or "").strip()
+    if not NAME.match(name):
+        raise ValidationError(
+            "A data source name must start with a letter or digit and hold only letters, "
+            "digits, '_', '-' and '.' (at most 100).",
+            {"name": "letters, digits, '_', '-' and '.' only"},
+        )
+    url = (url or "").strip()
+    test_connection(engines.get(url), name)
+    with db.write_tx(engine) as connection:
+        if connection.execute(sa.select(table.c.name).where(table.c.name == name)).first():
+            raise ValidationError(
+                f"A data source named '{name}' already exists.", {"name": "already exists"}
+            )
+        now = db.utcnow()
+        connection.execute(table.insert().values(name=name, url=url, created_at=now, created_by=actor))
+        audit.append(
+            connection,
+            actor=actor,
+            action=audit.DATA_SOURCE_ADD,
+            entity=f"data_source:{name}",
+            details={"after": {"name": name, "url": mask_url(url)}},
+        )
+        return get(connection, name)
+
+
+def remove(engine: sa.engine.Engine, name: str, actor: str) -> None:
+    with db.write_tx(engine) as connection:
+        source = get(connection, name)
+        users = connection.execute(
+            sa.select(kpi_definitions.c.name)
+            .where(kpi_definitions.c.data_source == name)
+            .order_by(kpi_definitions.c.name)
+        ).scalars().all()
+        if users:
+            shown = ", ".join(f"'{u}'" for u in users[:5]) + (" …" if len(users) > 5 else "")
+            raise ValidationError(
+                f"Data source '{name}' is used by {len(users)} KPI(s) ({shown}); "
+                "delete or move them first.",
+                {"name": "in use"},
+            )
+        connection.execute(table.delete().where(table.c.name == name))
+        audit.append(
+            connection,
+            actor=actor,
+            action=audit.DATA_SOURCE_REMOVE,
+            entity=f"data_source:{name}",
+            details={"before": {"name": name, "url": source.display_url}},
+        )
+
+
+def dialect_of(url: str) -> str:
+    return sa.engine.make_url(url).get_backend_name()

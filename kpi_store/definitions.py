@@ -1,0 +1,356 @@
+"""KPI definitions and their immutable version history.
+
+Every create, update and restore writes a full snapshot to ``kpi_definition_history``
+and an audit entry in the same transaction. Updates are conditional on the version the
+editor started from, so two editors can never silently overwrite each other.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import audit, db
+from . import datasources as sources
+from .errors import ExecutionError, NotFoundError, ValidationError, VersionConflictError
+from .models import KPI, SPEC_FIELDS, FieldDiff, KPISpec, KPIVersion, VersionDiff
+from .schema import kpi_definition_history as history
+from .schema import kpi_definitions as table
+from .schema import kpi_execution_results as executions
+from .validation import (
+    check_parameters_match,
+    check_read_only_sql,
+    parse_spec,
+    placeholders,
+    sqlglot_dialect,
+)
+
+_JSON_FIELDS = ("parameters", "tags")
+
+
+def validate_spec(connection: sa.engine.Connection, data: KPISpec | dict[str, Any]) -> KPISpec:
+    """The full set of checks on a definition, against the current data sources."""
+    spec = parse_spec(data)
+    try:
+        source = sources.get(connection, spec.data_source)
+    except NotFoundError as error:
+        raise ValidationError(str(error), {"data_source": str(error)}) from None
+    tree = check_read_only_sql(spec.sql, sqlglot_dialect(sources.dialect_of(source.url)))
+    check_parameters_match(spec, placeholders(tree))
+    return spec
+
+
+def _columns(spec: KPISpec) -> dict[str, Any]:
+    values = spec.model_dump(mode="json")
+    for name in _JSON_FIELDS:
+        values[name] = db.dumps(values[name])
+    return values
+
+
+def _spec_json(spec: KPISpec) -> str:
+    return db.dumps(spec.model_dump(mode="json"))
+
+
+def _to_kpi(row: sa.Row) -> KPI:
+    values = dict(row._mapping)
+    for name in _JSON_FIELDS:
+        values[name] = db.loads(values[name])
+    return KPI.model_validate(values)
+
+
+def _check_name_free(connection: sa.engine.Connection, name: str, kpi_id: int | None) -> None:
+    query = sa.select(table.c.id).where(
+        sa.func.lower(table.c.name) == name.lower(), table.c.status == "active"
+    )
+    if kpi_id is not None:
+        query = query.where(table.c.id != kpi_id)
+    if connection.execute(query).first():
+        message = f"An active KPI named '{name}' already exists; choose another name."
+        raise ValidationError(message, {"name": message})
+
+
+def _row(connection: sa.engine.Connection, kpi_id: int) -> sa.Row:
+    row = connection.execute(sa.select(table).where(table.c.id == kpi_id)).first()
+    if row is None:
+        raise NotFoundError(f"There is no KPI with id {kpi_id}.")
+    return row
+
+
+def get(connection: sa.engine.Connection, kpi_id: int, version: int | None = None) -> KPI:
+    current = _to_kpi(_row(connection, kpi_id))
+    if version is None or version == current.version:
+        return current
+    snapshot = version_entry(connection, kpi_id, version)
+    return KPI(
+        **snapshot.spec.model_dump(),
+        id=current.id,
+        version=snapshot.version,
+        status=current.status,
+        created_at=current.created_at,
+        created_by=current.created_by,
+        updated_at=snapshot.changed_at,
+        updated_by=snapshot.changed_by,
+    )
+
+
+def list_kpis(
+    connection: sa.engine.Connection,
+    search: str | None = None,
+    tag: str | None = None,
+    include_archived: bool = False,
+) -> list[KPI]:
+    query = sa.select(table).order_by(sa.func.lower(table.c.name), table.c.id)
+    if not include_archived:
+        query = query.where(table.c.status == "active")
+    if search and search.strip():
+        needle = search.strip().lower()
+        query = query.where(
+            sa.or_(
+                *(
+                    sa.func.lower(column).contains(needle, autoescape=True)
+                    for column in (table.c.name, table.c.description, table.c.nl_definition,
+                                   table.c.owner, table.c.tags)
+                )
+            )
+        )
+    kpis = [_to_kpi(row) for row in connection.execute(query)]
+    if tag:
+        kpis = [k for k in kpis if tag in k.tags]
+    return kpis
+
+
+def create(engine: sa.engine.Engine, data: KPISpec | dict[str, Any], actor: str) -> KPI:
+    with db.write_tx(engine) as connection:
+        spec = validate_spec(connection, data)
+        _check_name_free(connection, spec.name, None)
+        now = db.utcnow()
+        kpi_id = connection.execute(
+            table.insert().values(
+                **_columns(spec),
+                version=1,
+                status="active",
+                created_at=now,
+                created_by=actor,
+                updated_at=now,
+                updated_by=actor,
+            )
+        ).inserted_primary_key[0]
+        _write_history(connection, kpi_id, 1, spec, "create", "", actor, now)
+        audit.append(
+            connection,
+            actor=actor,
+            action=audit.CREATE,
+            kpi_id=kpi_id,
+            entity=f"kpi:{kpi_id}",
+            details={"version": 1, "after": spec.model_dump(mode="json")},
+        )
+        return get(connection, kpi_id)
+
+
+def _write_history(
+    connection: sa.engine.Connection,
+    kpi_id: int,
+    version: int,
+    spec: KPISpec,
+    action: str,
+    note: str,
+    actor: str,
+    when: Any,
+) -> None:
+    connection.execute(
+        history.insert().values(
+            kpi_id=kpi_id,
+            version=version,
+            definition=_spec_json(spec),
+            action=action,
+            note=note or "",
+            changed_by=actor,
+            changed_at=when,
+        )
+    )
+
+
+def _changed_fields(before: KPISpec, after: KPISpec) -> dict[str, dict[str, Any]]:
+    old, new = before.model_dump(mode="json"), after.model_dump(mode="json")
+    return {f: {"before": old[f], "after": new[f]} for f in SPEC_FIELDS if old[f] != new[f]}
+
+
+def update(
+    engine: sa.engine.Engine,
+    kpi_id: int,
+    changes: KPISpec | dict[str, Any],
+    actor: str,
+    expected_version: int,
+    note: str = "",
+    *,
+    action: str = audit.UPDATE,
+) -> KPI:
+    """Save a new version made of the current one plus ``changes``."""
+    with db.write_tx(engine) as connection:
+        current = _to_kpi(_row(connection, kpi_id))
+        if current.version != expected_version:
+            raise VersionConflictError(
+                f"KPI '{current.name}' was changed by {current.updated_by} (now version "
+                f"{current.version}) after you opened version {expected_version}. "
+                "Reload it and apply your change again.",
+                current_version=current.version,
+                expected_version=expected_version,
+            )
+        if current.status != "active":
+            raise ValidationError(
+                f"KPI '{current.name}' is archived; restore it from the archive before editing."
+            )
+        merged = current.spec().model_dump()
+        if isinstance(changes, KPISpec):
+            changes = changes.model_dump()
+        unknown = sorted(set(changes) - set(SPEC_FIELDS))
+        if unknown:
+            raise ValidationError(
+                f"Not KPI fields: {', '.join(unknown)}.", {n: "is not a KPI field" for n in unknown}
+            )
+        merged.update(changes)
+        spec = validate_spec(connection, merged)
+        changed = _changed_fields(current.spec(), spec)
+        if not changed:
+            return current
+        _check_name_free(connection, spec.name, kpi_id)
+        now = db.utcnow()
+        new_version = current.version + 1
+        updated = connection.execute(
+            table.update()
+            .where(table.c.id == kpi_id, table.c.version == expected_version)
+            .values(**_columns(spec), version=new_version, updated_at=now, updated_by=actor)
+        ).rowcount
+        if updated != 1:  # a concurrent writer on a database without our write lock
+            raise VersionConflictError(
+                f"KPI '{current.name}' was changed while you saved; reload it.",
+                current_version=expected_version + 1,
+                expected_version=expected_version,
+            )
+        history_action = "restore" if action == audit.RESTORE else "update"
+        _write_history(connection, kpi_id, new_version, spec, history_action, note, actor, now)
+        audit.append(
+            connection,
+            actor=actor,
+            action=action,
+            kpi_id=kpi_id,
+            entity=f"kpi:{kpi_id}",
+            details={"version": new_version, "note": note or "", "changes": changed},
+        )
+        return get(connection, kpi_id)
+
+
+def restore(engine: sa.engine.Engine, kpi_id: int, version: int, actor: str) -> KPI:
+    """A new version equal to an old one; history is never rewritten."""
+    with db.read_tx(engine) as connection:
+        current = get(connection, kpi_id)
+        old = version_entry(connection, kpi_id, version)
+    return update(
+        engine,
+        kpi_id,
+        old.spec,
+        actor,
+        expected_version=current.version,
+        note=f"Restored version {version}",
+        action=audit.RESTORE,
+    )
+
+
+def set_status(engine: sa.engine.Engine, kpi_id: int, actor: str, status: str) -> KPI:
+    with db.write_tx(engine) as connection:
+        current = _to_kpi(_row(connection, kpi_id))
+        if current.status == status:
+            return current
+        if status == "active":
+            _check_name_free(connection, current.name, kpi_id)
+        now = db.utcnow()
+        connection.execute(
+            table.update().where(table.c.id == kpi_id).values(status=status, updated_at=now,
+                                                              updated_by=actor)
+        )
+        audit.append(
+            connection,
+            actor=actor,
+            action=audit.ARCHIVE if status == "archived" else audit.UNARCHIVE,
+            kpi_id=kpi_id,
+            entity=f"kpi:{kpi_id}",
+            details={"changes": {"status": {"before": current.status, "after": status}}},
+        )
+        return get(connection, kpi_id)
+
+
+def delete(engine: sa.engine.Engine, kpi_id: int, actor: str) -> None:
+    """Remove a KPI with its history and runs; the audit log keeps its last definition."""
+    with db.write_tx(engine) as connection:
+        current = _to_kpi(_row(connection, kpi_id))
+        active_runs = connection.execute(
+            sa.select(sa.func.count())
+            .select_from(executions)
+            .where(executions.c.kpi_id == kpi_id, executions.c.status.in_(("pending", "running")))
+        ).scalar_one()
+        if active_runs:
+            raise ExecutionError(
+                f"KPI '{current.name}' has {active_runs} run(s) queued or in progress; "
+                "cancel them or let them finish before deleting it."
+            )
+        connection.execute(table.delete().where(table.c.id == kpi_id))
+        audit.append(
+            connection,
+            actor=actor,
+            action=audit.DELETE,
+            kpi_id=kpi_id,
+            entity=f"kpi:{kpi_id}",
+            details={"version": current.version, "before": current.spec().model_dump(mode="json")},
+        )
+
+
+def version_entry(connection: sa.engine.Connection, kpi_id: int, version: int) -> KPIVersion:
+    row = connection.execute(
+        sa.select(history).where(history.c.kpi_id == kpi_id, history.c.version == version)
+    ).first()
+    if row is None:
+        _row(connection, kpi_id)
+        raise NotFoundError(f"KPI {kpi_id} has no version {version}.")
+    return _to_version(row)
+
+
+def _to_version(row: sa.Row) -> KPIVersion:
+    return KPIVersion(
+        kpi_id=row.kpi_id,
+        version=row.version,
+        spec=KPISpec.model_validate(db.loads(row.definition)),
+        action=row.action,
+        note=row.note,
+        changed_by=row.changed_by,
+        changed_at=row.changed_at,
+    )
+
+
+def versions(connection: sa.engine.Connection, kpi_id: int) -> list[KPIVersion]:
+    """Every version of a KPI, newest first."""
+    _row(connection, kpi_id)
+    rows = connection.execute(
+        sa.select(history).where(history.c.kpi_id == kpi_id).order_by(history.c.version.desc())
+    )
+    return [_to_version(row) for row in rows]
+
+
+def diff(connection: sa.engine.Connection, kpi_id: int, a: int, b: int) -> VersionDiff:
+    """Field-by-field differences from version ``a`` to version ``b``."""
+    first, second = version_entry(connection, kpi_id, a), version_entry(connection, kpi_id, b)
+    changes = [
+        FieldDiff(field=name, before=change["before"], after=change["after"])
+        for name, change in _changed_fields(first.spec, second.spec).items()
+    ]
+    sql_diff = "\n".join(
+        difflib.unified_diff(
+            first.spec.sql.splitlines(),
+            second.spec.sql.splitlines(),
+            fromfile=f"version {a}",
+            tofile=f"version {b}",
+            lineterm="",
+        )
+    )
+    return VersionDiff(kpi_id=kpi_id, version_a=a, version_b=b, changes=changes, sql_diff=sql_diff)

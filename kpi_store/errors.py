@@ -1,0 +1,51 @@
+"""The one exception hierarchy of kpi_store.
+
+Every message is written for a business user: it names the field or thing at fault
+and says what would be acceptable. Pages show ``str(error)`` as is.
+"""
+
+from __future__ import annotations
+
+
+class KPIStoreError(Exception):
+    """Base class of every error kpi_store raises on purpose."""
+
+
+class NotFoundError(KPIStoreError):
+    """A KPI, version, execution or data source that does not exist."""
+
+
+class ValidationError(KPIStoreError):
+    """Input that was refused before anything was written.
+
+    ``field_errors`` maps a field name (``"sql"``, ``"parameters[0].default"``…) to the
+    message for that field, so a form can show each next to its input.
+    """
+
+    def __init__(self, message: str, field_errors: dict[str, str] | None = None):
+        super().__init__(message)
+        self.field_errors: dict[str, str] = dict(field_errors or {})
+
+
+class UnsafeQueryError(ValidationError):
+    """SQL that is not exactly one read-only query."""
+
+    def __init__(self, message: str):
+        super().__init__(message, {"sql": message})
+
+
+class VersionConflictError(KPIStoreError):
+    """An edit based on a version that someone else has replaced meanwhile."""
+
+    def __init__(self, message: str, current_version: int, expected_version: int):
+        super().__init__(message)
+        self.current_version = current_version
+        self.expected_version = expected_version
+
+
+class DataSourceError(KPIStoreError):
+    """A data source that cannot be reached or opened."""
+
+
+class ExecutionError(KPIStoreError):
+    """A run that cannot be started, or an operation on a run in the wrong state."""

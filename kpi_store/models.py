@@ -1,0 +1,289 @@
+"""Typed records that cross the KPIStore boundary.
+
+Inputs (``KPISpec``, ``ParameterSpec``) validate themselves with pydantic; outputs are
+frozen models so a page can never mutate what it was given.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .values import coerce_value
+
+ParamType = Literal["str", "int", "float", "date", "bool"]
+Aggregation = Literal["sum", "avg", "count", "min", "max", "first"]
+Direction = Literal["higher_is_better", "lower_is_better"]
+KPIStatus = Literal["active", "archived"]
+ExecutionStatus = Literal["pending", "running", "success", "failed", "timeout", "cancelled"]
+
+FINISHED_STATUSES: frozenset[str] = frozenset({"success", "failed", "timeout", "cancelled"})
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ParameterSpec(BaseModel):
+    """One typed ``:name`` parameter of a KPI query."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    type: ParamType = "str"
+    default: Any = None
+    choices: list[Any] | None = None
+    label: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not IDENTIFIER.match(value or ""):
+            raise ValueError(
+                "a parameter name must start with a letter or _ and hold only letters, "
+                "digits and _"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _typed_default_and_choices(self) -> ParameterSpec:
+        if self.choices is not None:
+            if not self.choices:
+                raise ValueError(f"parameter '{self.name}': choices, when given, cannot be empty")
+            typed = [coerce_value(self.type, c, f"parameter '{self.name}' choice") for c in self.choices]
+            object.__setattr__(self, "choices", typed)
+        if self.default is not None:
+            default = coerce_value(self.type, self.default, f"parameter '{self.name}' default")
+            if self.choices is not None and default not in self.choices:
+                raise ValueError(
+                    f"parameter '{self.name}': default {default!r} is not one of its choices"
+                )
+            object.__setattr__(self, "default", default)
+        return self
+
+
+class KPISpec(BaseModel):
+    """Everything a user defines about a KPI. Only name, data_source and sql are required."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    nl_definition: str = ""
+    data_source: str = Field(min_length=1, max_length=100)
+    sql: str = Field(min_length=1)
+    parameters: list[ParameterSpec] = Field(default_factory=list)
+    value_column: str | None = None
+    aggregation: Aggregation = "sum"
+    unit: str = ""
+    target: float | None = None
+    direction: Direction = "higher_is_better"
+    tolerance_pct: float = Field(default=10.0, ge=0, le=1000)
+    owner: str = ""
+    tags: list[str] = Field(default_factory=list)
+    timeout_s: float | None = Field(default=None, gt=0, le=86_400)
+    max_retries: int | None = Field(default=None, ge=0, le=10)
+
+    @field_validator("name", "data_source", "sql")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("cannot be blank")
+        return value
+
+    @field_validator("value_column")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return (value or "").strip() or None
+
+    @field_validator("tags")
+    @classmethod
+    def _clean_tags(cls, value: list[str]) -> list[str]:
+        seen: list[str] = []
+        for tag in value:
+            tag = str(tag).strip()
+            if tag and tag not in seen:
+                seen.append(tag)
+        return seen
+
+    @model_validator(mode="after")
+    def _unique_parameter_names(self) -> KPISpec:
+        names = [p.name for p in self.parameters]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"parameter names must be unique: {', '.join(duplicates)} repeated")
+        return self
+
+    def parameter(self, name: str) -> ParameterSpec | None:
+        return next((p for p in self.parameters if p.name == name), None)
+
+
+SPEC_FIELDS: tuple[str, ...] = tuple(KPISpec.model_fields)
+
+
+class KPI(KPISpec):
+    """A stored KPI definition at one version."""
+
+    id: int
+    version: int
+    status: KPIStatus
+    created_at: dt.datetime
+    created_by: str
+    updated_at: dt.datetime
+    updated_by: str
+
+    def spec(self) -> KPISpec:
+        return KPISpec(**{f: getattr(self, f) for f in SPEC_FIELDS})
+
+
+class KPIVersion(BaseModel):
+    """One immutable entry of a KPI's version history."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kpi_id: int
+    version: int
+    spec: KPISpec
+    action: str
+    note: str
+    changed_by: str
+    changed_at: dt.datetime
+
+
+class FieldDiff(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    field: str
+    before: Any
+    after: Any
+
+
+class VersionDiff(BaseModel):
+    """What changed between two versions; ``sql_diff`` is a unified diff of the SQL."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kpi_id: int
+    version_a: int
+    version_b: int
+    changes: list[FieldDiff]
+    sql_diff: str
+
+
+class DataSource(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    url: str
+    created_at: dt.datetime
+    created_by: str
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password masked, for showing on screen."""
+        return mask_url(self.url)
+
+
+def mask_url(url: str) -> str:
+    """A database URL with its password replaced by ***."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+class AuditEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    occurred_at: dt.datetime
+    actor: str
+    action: str
+    kpi_id: int | None
+    entity: str | None
+    details: dict[str, Any]
+    prev_hash: str
+    entry_hash: str
+
+
+class AuditVerification(BaseModel):
+    """The outcome of re-computing the audit hash chain."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool
+    checked: int
+    first_broken_id: int | None = None
+    reason: str = ""
+
+
+class Column(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    type: str
+
+
+class Execution(BaseModel):
+    """One run of one KPI version: a job in the queue, running, or finished."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    kpi_id: int
+    kpi_version: int
+    params: dict[str, Any]
+    status: ExecutionStatus
+    requested_by: str
+    mode: str
+    batch_id: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    execution_time_ms: float | None
+    attempts: int
+    error: str | None
+    row_count: int | None
+    truncated: bool
+    columns: list[Column]
+    value: float | None
+    first_row_sample: dict[str, Any] | None
+    timeout_s: float
+    max_retries: int
+    worker_id: str | None
+    heartbeat_at: dt.datetime | None
+    rows_read: int
+    cancel_requested: bool
+    requeue_count: int
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+class ResultPage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    execution_id: int
+    total: int
+    page: int
+    page_size: int
+    total_pages: int
+    columns: list[Column]
+    rows: list[list[Any]]
+
+
+class BatchError(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kpi_id: Any
+    message: str
+
+
+class BatchResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    batch_id: str
+    total: int
+    successful: int
+    failed: int
+    executions: list[Execution]
+    errors: list[BatchError]

@@ -1,0 +1,126 @@
+"""The tables, as SQLAlchemy Core objects for building statements.
+
+The schema itself is created and changed only by the Alembic migrations in
+``kpi_store/migrations``; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+data_sources = sa.Table(
+    "data_sources",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+)
+
+kpi_definitions = sa.Table(
+    "kpi_definitions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("nl_definition", sa.Text, nullable=False),
+    sa.Column("data_source", sa.String(100), sa.ForeignKey("data_sources.name"), nullable=False),
+    sa.Column("sql", sa.Text, nullable=False),
+    sa.Column("parameters", sa.Text, nullable=False),
+    sa.Column("value_column", sa.String(200)),
+    sa.Column("aggregation", sa.String(10), nullable=False),
+    sa.Column("unit", sa.String(50), nullable=False),
+    sa.Column("target", sa.Float),
+    sa.Column("direction", sa.String(20), nullable=False),
+    sa.Column("tolerance_pct", sa.Float, nullable=False),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("tags", sa.Text, nullable=False),
+    sa.Column("timeout_s", sa.Float),
+    sa.Column("max_retries", sa.Integer),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+)
+
+kpi_definition_history = sa.Table(
+    "kpi_definition_history",
+    metadata,
+    sa.Column(
+        "kpi_id",
+        sa.Integer,
+        sa.ForeignKey("kpi_definitions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("definition", sa.Text, nullable=False),
+    sa.Column("action", sa.String(20), nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("changed_by", sa.String(200), nullable=False),
+    sa.Column("changed_at", sa.DateTime, nullable=False),
+)
+
+kpi_audit_log = sa.Table(
+    "kpi_audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("occurred_at", sa.DateTime, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(30), nullable=False),
+    sa.Column("kpi_id", sa.Integer),
+    sa.Column("entity", sa.String(200)),
+    sa.Column("details", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("entry_hash", sa.String(64), nullable=False),
+)
+
+kpi_execution_results = sa.Table(
+    "kpi_execution_results",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "kpi_id", sa.Integer, sa.ForeignKey("kpi_definitions.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("kpi_version", sa.Integer, nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("mode", sa.String(20), nullable=False),
+    sa.Column("batch_id", sa.String(36)),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("started_at", sa.DateTime),
+    sa.Column("finished_at", sa.DateTime),
+    sa.Column("execution_time_ms", sa.Float),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("row_count", sa.Integer),
+    sa.Column("truncated", sa.Boolean, nullable=False),
+    sa.Column("columns", sa.Text, nullable=False),
+    sa.Column("value", sa.Float),
+    sa.Column("first_row_sample", sa.Text),
+    sa.Column("timeout_s", sa.Float, nullable=False),
+    sa.Column("max_retries", sa.Integer, nullable=False),
+    sa.Column("worker_id", sa.String(100)),
+    sa.Column("heartbeat_at", sa.DateTime),
+    sa.Column("rows_read", sa.Integer, nullable=False),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    sa.Column("requeue_count", sa.Integer, nullable=False),
+)
+
+kpi_execution_result_rows = sa.Table(
+    "kpi_execution_result_rows",
+    metadata,
+    sa.Column(
+        "execution_id",
+        sa.Integer,
+        sa.ForeignKey("kpi_execution_results.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("row_number", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("row_data", sa.Text, nullable=False),
+    sqlite_with_rowid=False,
+)

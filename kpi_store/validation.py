@@ -1,0 +1,168 @@
+"""Checks run before anything is written or run: safe SQL, matching parameters, typed values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlglot
+from pydantic import ValidationError as PydanticValidationError
+from sqlglot import exp
+
+from .errors import UnsafeQueryError, ValidationError
+from .models import KPISpec
+from .values import coerce_value
+
+# Statement kinds that change data or the database, wherever they appear in the tree.
+_FORBIDDEN = tuple(
+    getattr(exp, name)
+    for name in (
+        "Insert",
+        "Update",
+        "Delete",
+        "Merge",
+        "Create",
+        "Drop",
+        "Alter",
+        "TruncateTable",
+        "Command",
+        "Into",
+        "Pragma",
+        "Attach",
+        "Detach",
+        "Copy",
+        "Grant",
+        "Revoke",
+        "Set",
+        "Transaction",
+        "Commit",
+        "Rollback",
+        "Use",
+        "LoadData",
+        "Analyze",
+        "Lock",
+    )
+    if hasattr(exp, name)
+)
+
+_SQLGLOT_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql"}
+
+
+def sqlglot_dialect(sqlalchemy_dialect: str) -> str | None:
+    return _SQLGLOT_DIALECTS.get(sqlalchemy_dialect)
+
+
+def check_read_only_sql(sql: str, dialect: str | None = "sqlite") -> exp.Expression:
+    """Prove ``sql`` is exactly one read-only query, or raise UnsafeQueryError."""
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+    except sqlglot.errors.SqlglotError as error:
+        first_line = str(error).splitlines()[0] if str(error) else "unreadable SQL"
+        raise UnsafeQueryError(f"The SQL could not be read: {first_line}") from None
+    if len(statements) != 1:
+        raise UnsafeQueryError(
+            f"The SQL must be exactly one query; found {len(statements)} statements."
+        )
+    tree = statements[0]
+    if not isinstance(tree, exp.Query):
+        kind = type(tree).__name__.upper()
+        raise UnsafeQueryError(
+            f"Only read-only queries (SELECT, WITH … SELECT, UNION) are allowed, not {kind}."
+        )
+    for node in tree.walk():
+        if isinstance(node, _FORBIDDEN):
+            kind = type(node).__name__.upper()
+            raise UnsafeQueryError(
+                f"The query contains {kind}; only read-only queries are allowed."
+            )
+    return tree
+
+
+def placeholders(tree: exp.Expression) -> set[str]:
+    """The ``:named`` parameters a parsed query uses."""
+    names = set()
+    for node in tree.find_all(exp.Placeholder):
+        if not node.name or node.name == "?":
+            raise UnsafeQueryError(
+                "Use named parameters like :start_date; positional '?' placeholders are not allowed."
+            )
+        names.add(node.name)
+    return names
+
+
+def check_parameters_match(spec: KPISpec, used: set[str]) -> None:
+    declared = {p.name for p in spec.parameters}
+    problems = []
+    if missing := sorted(used - declared):
+        problems.append("used in the SQL but not declared: " + ", ".join(f":{n}" for n in missing))
+    if unused := sorted(declared - used):
+        problems.append("declared but not used in the SQL: " + ", ".join(unused))
+    if problems:
+        message = "Parameters do not match the SQL (" + "; ".join(problems) + ")."
+        raise ValidationError(message, {"parameters": message})
+
+
+def parse_spec(data: KPISpec | dict[str, Any]) -> KPISpec:
+    """A KPISpec from a dict, with pydantic's errors turned into field-named messages."""
+    if isinstance(data, KPISpec):
+        return data
+    if not isinstance(data, dict):
+        raise ValidationError("A KPI definition must be a mapping of field names to values.")
+    try:
+        return KPISpec.model_validate(data)
+    except PydanticValidationError as error:
+        raise _friendly(error) from None
+
+
+def _friendly(error: PydanticValidationError) -> ValidationError:
+    fields: dict[str, str] = {}
+    for item in error.errors():
+        location = _location(item.get("loc", ()))
+        message = item.get("msg", "is not valid").removeprefix("Value error, ")
+        if item.get("type") == "extra_forbidden":
+            message = "is not a KPI field"
+        elif item.get("type") == "missing":
+            message = "is required"
+        fields.setdefault(location, message)
+    summary = "; ".join(f"{name}: {msg}" for name, msg in fields.items())
+    return ValidationError(f"The KPI definition is not valid — {summary}", fields)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "definition"
+
+
+def bind_parameters(spec: KPISpec, given: dict[str, Any] | None) -> dict[str, Any]:
+    """Run-time values checked against the declared parameters, defaults filled in."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - {p.name for p in spec.parameters})
+    if unknown:
+        raise ValidationError(
+            f"Unknown parameter(s) for KPI '{spec.name}': {', '.join(unknown)}.",
+            {name: "is not a parameter of this KPI" for name in unknown},
+        )
+    bound: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for param in spec.parameters:
+        raw = given.get(param.name)
+        if raw is None or raw == "":
+            if param.default is None:
+                errors[param.name] = f"a value for '{param.label or param.name}' is required"
+                continue
+            bound[param.name] = param.default
+            continue
+        try:
+            value = coerce_value(param.type, raw, f"parameter '{param.name}'")
+        except ValueError as error:
+            errors[param.name] = str(error)
+            continue
+        if param.choices is not None and value not in param.choices:
+            shown = ", ".join(str(c) for c in param.choices)
+            errors[param.name] = f"parameter '{param.name}': {value!r} is not one of: {shown}"
+            continue
+        bound[param.name] = value
+    if errors:
+        raise ValidationError("Invalid parameters — " + "; ".join(errors.values()), errors)
+    return bound
