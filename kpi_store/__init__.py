@@ -23,6 +23,7 @@ from .models import (
     VersionDiff,
 )
 from .store import KPIStore
+from .worker import Worker
 
 __all__ = [
     "KPI",
@@ -43,4 +44,6 @@ __all__ = [
     "UnsafeQueryError",
     "ValidationError",
     "VersionConflictError",
+    "VersionDiff",
+    "Worker",
 ]

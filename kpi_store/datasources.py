@@ -12,6 +12,7 @@ import pathlib
 import re
 import sqlite3
 import threading
+
 import sqlalchemy as sa
 
 from . import audit, db
@@ -20,6 +21,8 @@ from .models import DataSource, mask_url
 from .schema import data_sources as table
 from .schema import kpi_definitions
 
+# Short, so a locked source is retried with backoff (and logged) rather than waited on.
+SQLITE_SOURCE_BUSY_S = 1.0
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -35,14 +38,18 @@ def read_only_engine(url: str) -> sa.engine.Engine:
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
-        raise DataSourceError(f"'{url}' is not a database URL (e.g. sqlite:///path/file.db).")
+        raise DataSourceError(
+            f"'{url}' is not a database URL (e.g. sqlite:///path/file.db)."
+        ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         path = sqlite_path(parsed)
         uri = path.as_uri() + "?mode=ro"
 
         def connect() -> sqlite3.Connection:
-            connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            connection = sqlite3.connect(
+                uri, uri=True, check_same_thread=False, timeout=SQLITE_SOURCE_BUSY_S
+            )
             connection.execute("PRAGMA query_only=ON")
             return connection
 
@@ -130,7 +137,9 @@ def add(
                 f"A data source named '{name}' already exists.", {"name": "already exists"}
             )
         now = db.utcnow()
-        connection.execute(table.insert().values(name=name, url=url, created_at=now, created_by=actor))
+        connection.execute(
+            table.insert().values(name=name, url=url, created_at=now, created_by=actor)
+        )
         audit.append(
             connection,
             actor=actor,
@@ -144,11 +153,15 @@ def add(
 def remove(engine: sa.engine.Engine, name: str, actor: str) -> None:
     with db.write_tx(engine) as connection:
         source = get(connection, name)
-        users = connection.execute(
-            sa.select(kpi_definitions.c.name)
-            .where(kpi_definitions.c.data_source == name)
-            .order_by(kpi_definitions.c.name)
-        ).scalars().all()
+        users = (
+            connection.execute(
+                sa.select(kpi_definitions.c.name)
+                .where(kpi_definitions.c.data_source == name)
+                .order_by(kpi_definitions.c.name)
+            )
+            .scalars()
+            .all()
+        )
         if users:
             shown = ", ".join(f"'{u}'" for u in users[:5]) + (" …" if len(users) > 5 else "")
             raise ValidationError(

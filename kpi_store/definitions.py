@@ -110,8 +110,13 @@ def list_kpis(
             sa.or_(
                 *(
                     sa.func.lower(column).contains(needle, autoescape=True)
-                    for column in (table.c.name, table.c.description, table.c.nl_definition,
-                                   table.c.owner, table.c.tags)
+                    for column in (
+                        table.c.name,
+                        table.c.description,
+                        table.c.nl_definition,
+                        table.c.owner,
+                        table.c.tags,
+                    )
                 )
             )
         )
@@ -267,8 +272,9 @@ def set_status(engine: sa.engine.Engine, kpi_id: int, actor: str, status: str) -
             _check_name_free(connection, current.name, kpi_id)
         now = db.utcnow()
         connection.execute(
-            table.update().where(table.c.id == kpi_id).values(status=status, updated_at=now,
-                                                              updated_by=actor)
+            table.update()
+            .where(table.c.id == kpi_id)
+            .values(status=status, updated_at=now, updated_by=actor)
         )
         audit.append(
             connection,

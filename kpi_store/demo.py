@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 SEED = 42
+DEMO_SOURCE = "demo"
 START_DATE = dt.date(2024, 1, 1)
 END_DATE = dt.date(2025, 12, 31)
 N_DAYS = (END_DATE - START_DATE).days + 1
@@ -514,6 +515,12 @@ _ORDER_FILTER = """o.order_date >= :start_date
 _ORDER_JOINS = """JOIN customers c ON c.customer_id = o.customer_id
 JOIN regions r ON r.region_id = c.region_id"""
 
+# Values for the default parameters (2025, all regions) -> target, status at 10 %:
+#   Revenue 5,506,100.50 -> 5,250,000 green      Orders 19,117 -> 18,500 green
+#   Average Order Value 288.02 -> 305 amber      Return Rate 8.00 % -> 6.5 % red
+#   Gross Margin 40.47 % -> 40 % green           New Customers 2,041 -> 2,000 green
+#   Units Sold 101,094 -> 95,000 green           Order Line Detail 54,530 rows,
+#   6,222,890.36 -> 6,000,000 green.  Re-check these if the generator changes.
 DEMO_KPIS: list[dict[str, Any]] = [
     {
         "name": "Revenue",
@@ -523,7 +530,7 @@ DEMO_KPIS: list[dict[str, Any]] = [
             "completed (not returned or cancelled) between the two dates, optionally "
             "for one region."
         ),
-        "data_source": "demo",
+        "data_source": DEMO_SOURCE,
         "sql": f"""SELECT ROUND(SUM(ol.line_amount), 2) AS revenue
 FROM order_lines ol
 JOIN orders o ON o.order_id = ol.order_id
@@ -547,7 +554,7 @@ WHERE o.status = 'completed'
             "How many orders were placed between the two dates and completed, "
             "optionally for one region. Returned and cancelled orders do not count."
         ),
-        "data_source": "demo",
+        "data_source": DEMO_SOURCE,
         "sql": f"""SELECT COUNT(*) AS orders
 FROM orders o
 {_ORDER_JOINS}
@@ -570,7 +577,7 @@ WHERE o.status = 'completed'
             "Revenue of completed orders divided by the number of completed orders "
             "placed between the two dates, optionally for one region."
         ),
-        "data_source": "demo",
+        "data_source": DEMO_SOURCE,
         "sql": f"""SELECT ROUND(SUM(ol.line_amount) / COUNT(DISTINCT o.order_id), 2)
        AS avg_order_value
 FROM order_lines ol
@@ -596,7 +603,7 @@ WHERE o.status = 'completed'
             "returned) placed between the two dates, optionally for one region. "
             "Cancelled orders were never delivered and are left out."
         ),
-        "data_source": "demo",
+        "data_source": DEMO_SOURCE,
         "sql": f"""SELECT ROUND(
          100.0 * SUM(CASE WHEN o.status = 'returned' THEN 1 ELSE 0 END)
          / NULLIF(COUNT(*), 0),
@@ -623,7 +630,7 @@ WHERE o.status IN ('completed', 'returned')
             "Revenue minus the cost of the goods sold, as a percentage of revenue, "
             "for orders completed between the two dates, optionally for one region."
         ),
-        "data_source": "demo",
+        "data_source": DEMO_SOURCE,
         "sql": f"""SELECT ROUND(
          100.0 * SUM(ol.line_amount - ol.quantity * p.unit_cost)
          / NULLIF(SUM(ol.line_amount), 0),
@@ -653,7 +660,7 @@ WHERE o.status = 'completed'
             "two dates, optionally for one region and one customer segment. The "
             "headline figure is the total over all months."
         ),
-        "data_source": "demo",
+        "data_source": DEMO_SOURCE,
         "sql": """SELECT substr(c.signup_date, 1, 7) AS month,
        COUNT(*) AS new_customers
 FROM customers c
@@ -684,7 +691,7 @@ ORDER BY month""",
             "Number of items sold in completed orders placed between the two dates, "
             "broken down by product category, optionally for one region."
         ),
-        "data_source": "demo",
+        "data_source": DEMO_SOURCE,
         "sql": f"""SELECT p.category AS category,
        SUM(ol.quantity) AS units_sold,
        ROUND(SUM(ol.line_amount), 2) AS revenue
@@ -715,7 +722,7 @@ ORDER BY units_sold DESC""",
             "only lines of at least a given quantity and amount, and only completed "
             "orders. The headline figure is the sum of the line amounts."
         ),
-        "data_source": "demo",
+        "data_source": DEMO_SOURCE,
         "sql": f"""SELECT ol.line_id AS line_id,
        o.order_id AS order_id,
        o.order_date AS order_date,
@@ -770,3 +777,19 @@ ORDER BY ol.line_id""",
         "tags": ["sales", "drill-down"],
     },
 ]
+
+
+def install(store: Any, actor: str = "demo") -> list[Any]:
+    """Build the warehouse (once), register it as ``demo`` and add missing sample KPIs.
+
+    ``store`` is a KPIStore; what already exists is left alone. Returns the KPIs added.
+    """
+    path = store.demo_warehouse_path()
+    if not path.exists():
+        build_demo_warehouse(path)
+    if DEMO_SOURCE not in {source.name for source in store.data_sources()}:
+        store.add_data_source(DEMO_SOURCE, f"sqlite:///{path}", actor)
+    existing = {kpi.name.lower() for kpi in store.list_kpis(include_archived=True)}
+    return [
+        store.create_kpi(spec, actor) for spec in DEMO_KPIS if spec["name"].lower() not in existing
+    ]

@@ -40,8 +40,7 @@ class ParameterSpec(BaseModel):
     def _identifier(cls, value: str) -> str:
         if not IDENTIFIER.match(value or ""):
             raise ValueError(
-                "a parameter name must start with a letter or _ and hold only letters, "
-                "digits and _"
+                "a parameter name must start with a letter or _ and hold only letters, digits and _"
             )
         return value
 
@@ -50,7 +49,9 @@ class ParameterSpec(BaseModel):
         if self.choices is not None:
             if not self.choices:
                 raise ValueError(f"parameter '{self.name}': choices, when given, cannot be empty")
-            typed = [coerce_value(self.type, c, f"parameter '{self.name}' choice") for c in self.choices]
+            typed = [
+                coerce_value(self.type, c, f"parameter '{self.name}' choice") for c in self.choices
+            ]
             object.__setattr__(self, "choices", typed)
         if self.default is not None:
             default = coerce_value(self.type, self.default, f"parameter '{self.name}' default")

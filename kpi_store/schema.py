@@ -83,7 +83,10 @@ kpi_execution_results = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column(
-        "kpi_id", sa.Integer, sa.ForeignKey("kpi_definitions.id", ondelete="CASCADE"), nullable=False
+        "kpi_id",
+        sa.Integer,
+        sa.ForeignKey("kpi_definitions.id", ondelete="CASCADE"),
+        nullable=False,
     ),
     sa.Column("kpi_version", sa.Integer, nullable=False),
     sa.Column("params", sa.Text, nullable=False),

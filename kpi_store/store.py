@@ -7,20 +7,34 @@ read-only data-source engines, and delegates each concern to its module.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import os
+import pathlib
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any
 
-from . import audit, db, definitions
+import pandas as pd
+
+from . import audit, db, definitions, jobs, results
 from . import datasources as sources
 from .config import Settings
+from .errors import KPIStoreError, ValidationError
+from .execution import Runner, preview_rows
 from .models import (
     KPI,
     AuditEntry,
     AuditVerification,
+    BatchError,
+    BatchResult,
+    Column,
     DataSource,
+    Execution,
     KPISpec,
     KPIVersion,
+    ResultPage,
     VersionDiff,
 )
+from .validation import bind_parameters
 
 
 class KPIStore:
@@ -37,9 +51,13 @@ class KPIStore:
         self.engine = db.create_store_engine(self.url)
         db.migrate(self.engine)
         self.source_engines = sources.SourceEngines()
+        self.active_runs = jobs.ActiveRuns(self.engine)
+        self.runner = Runner(self.engine, self.source_engines, self.settings)
+        self._now_worker_id = jobs.process_worker_id("now")
 
     def close(self) -> None:
         """Release every pooled connection (the store can be reopened later)."""
+        self.active_runs.close()
         self.source_engines.dispose()
         self.engine.dispose()
 
@@ -126,6 +144,237 @@ class KPIStore:
         """Save a new version equal to ``version``."""
         return definitions.restore(self.engine, kpi_id, version, _actor(actor))
 
+    # -- running ------------------------------------------------------------------------
+
+    def execute(
+        self,
+        kpi_id: int,
+        params: dict[str, Any] | None = None,
+        actor: str = "",
+        timeout_s: float | None = None,
+    ) -> Execution:
+        """Run a KPI now, in this thread, and return the finished run.
+
+        Bad input raises ValidationError before anything runs; a failing, timed-out or
+        cancelled query does not raise: the returned run says what happened.
+        """
+        execution_id = jobs.create_execution(
+            self.engine,
+            self.settings,
+            kpi_id,
+            params,
+            _actor(actor),
+            mode="now",
+            worker_id=self._now_worker_id,
+            timeout_s=timeout_s,
+        )
+        self.run_claimed(execution_id, self._now_worker_id)
+        return self.execution(execution_id)
+
+    def execute_batch(
+        self,
+        kpi_ids: Iterable[int],
+        params: dict[str, Any] | None = None,
+        actor: str = "",
+        max_parallel: int = 4,
+    ) -> BatchResult:
+        """Run several KPIs now, a few at a time; one failure never stops the others.
+
+        ``params`` apply to each KPI that declares them; others ignore them.
+        """
+        actor = _actor(actor)
+        kpi_ids = list(kpi_ids)
+        batch_id = jobs.new_batch_id()
+        errors: list[BatchError] = []
+        execution_ids: list[int] = []
+        for kpi_id in kpi_ids:
+            try:
+                execution_ids.append(
+                    jobs.create_execution(
+                        self.engine,
+                        self.settings,
+                        kpi_id,
+                        self._params_for(kpi_id, params),
+                        actor,
+                        mode="now",
+                        worker_id=self._now_worker_id,
+                        batch_id=batch_id,
+                    )
+                )
+            except KPIStoreError as error:
+                errors.append(BatchError(kpi_id=kpi_id, message=str(error)))
+        if execution_ids:
+            parallel = max(1, min(max_parallel, len(execution_ids)))
+            with ThreadPoolExecutor(max_workers=parallel) as pool:
+                for execution_id in execution_ids:
+                    pool.submit(self.run_claimed, execution_id, self._now_worker_id)
+        runs = [self.execution(eid) for eid in execution_ids]
+        for run in runs:
+            if run.status != "success":
+                errors.append(BatchError(kpi_id=run.kpi_id, message=run.error or run.status))
+        successful = sum(run.status == "success" for run in runs)
+        return BatchResult(
+            batch_id=batch_id,
+            total=len(kpi_ids),
+            successful=successful,
+            failed=len(kpi_ids) - successful,
+            executions=runs,
+            errors=errors,
+        )
+
+    def _params_for(self, kpi_id: int, params: dict[str, Any] | None) -> dict[str, Any] | None:
+        if not params:
+            return None
+        declared = {p.name for p in self.get_kpi(kpi_id).parameters}
+        return {k: v for k, v in params.items() if k in declared}
+
+    def submit(
+        self, kpi_id: int, params: dict[str, Any] | None = None, actor: str = ""
+    ) -> Execution:
+        """Queue a KPI to run in the background; returns the pending run."""
+        execution_id = jobs.create_execution(
+            self.engine, self.settings, kpi_id, params, _actor(actor), mode="background"
+        )
+        return self.execution(execution_id)
+
+    def submit_batch(
+        self, kpi_ids: Iterable[int], params: dict[str, Any] | None = None, actor: str = ""
+    ) -> BatchResult:
+        """Queue several KPIs under one batch id; ``successful`` counts the queued runs."""
+        actor = _actor(actor)
+        kpi_ids = list(kpi_ids)
+        batch_id = jobs.new_batch_id()
+        queued: list[Execution] = []
+        errors: list[BatchError] = []
+        for kpi_id in kpi_ids:
+            try:
+                execution_id = jobs.create_execution(
+                    self.engine,
+                    self.settings,
+                    kpi_id,
+                    self._params_for(kpi_id, params),
+                    actor,
+                    mode="background",
+                    batch_id=batch_id,
+                )
+                queued.append(self.execution(execution_id))
+            except KPIStoreError as error:
+                errors.append(BatchError(kpi_id=kpi_id, message=str(error)))
+        return BatchResult(
+            batch_id=batch_id,
+            total=len(kpi_ids),
+            successful=len(queued),
+            failed=len(errors),
+            executions=queued,
+            errors=errors,
+        )
+
+    def run_claimed(self, execution_id: int, worker_id: str) -> None:
+        """Run an execution already marked running for ``worker_id`` (used by workers)."""
+        jobs.run_claimed(self.engine, self.runner, self.active_runs, execution_id, worker_id)
+
+    def cancel(self, execution_id: int, actor: str) -> Execution:
+        """Cancel a queued run at once, or stop a running one within about a second."""
+        execution = jobs.request_cancel(self.engine, execution_id, _actor(actor))
+        control = self.active_runs.control(execution_id)
+        if control is not None:
+            control.cancel_event.set()
+        return execution
+
+    def execution(self, execution_id: int) -> Execution:
+        with db.read_tx(self.engine) as connection:
+            return jobs.get_execution(connection, execution_id)
+
+    def executions(
+        self,
+        kpi_id: int | None = None,
+        status: str | None = None,
+        limit: int | None = 100,
+        batch_id: str | None = None,
+    ) -> list[Execution]:
+        """Runs matching every filter given, newest first."""
+        with db.read_tx(self.engine) as connection:
+            return jobs.list_executions(connection, kpi_id, status, limit, batch_id)
+
+    def preview_query(
+        self,
+        data_source: str,
+        sql: str,
+        parameters: Iterable[Any] = (),
+        params: dict[str, Any] | None = None,
+        limit: int = 20,
+        timeout_s: float = 10.0,
+    ) -> tuple[list[Column], list[list[Any]]]:
+        """Validate and run a draft query read-only; return its first rows, store nothing."""
+        spec = self.validate_kpi(
+            {
+                "name": "preview",
+                "data_source": data_source,
+                "sql": sql,
+                "parameters": list(parameters),
+            }
+        )
+        bound = bind_parameters(spec, params)
+        engine = self.source_engines.get(self.data_source(data_source).url)
+        return preview_rows(engine, spec.sql, bound, limit, timeout_s)
+
+    # -- results --------------------------------------------------------------------
+
+    def result_page(self, execution_id: int, page: int = 1, page_size: int = 50) -> ResultPage:
+        """One page of a successful run's rows, fetched by row-number range."""
+        with db.read_tx(self.engine) as connection:
+            execution = jobs.get_execution(connection, execution_id)
+            return results.page(connection, execution, page, page_size)
+
+    def result_frame(self, execution_id: int, page: int = 1, page_size: int = 50) -> pd.DataFrame:
+        """A page as a pandas DataFrame with dtypes from the column types."""
+        return results.frame(self.result_page(execution_id, page, page_size))
+
+    def export_csv(
+        self,
+        execution_id: int,
+        dest: str | os.PathLike[str] | IO[str] | IO[bytes],
+        actor: str,
+        excel: bool = False,
+    ) -> int:
+        """Stream every row of a run to ``dest`` as CSV; returns the number of rows."""
+        actor = _actor(actor)
+        execution = self.execution(execution_id)
+        count = results.write_csv(self.engine, execution, dest, excel=excel)
+        with db.write_tx(self.engine) as connection:
+            audit.append(
+                connection,
+                actor=actor,
+                action=audit.EXPORT,
+                kpi_id=execution.kpi_id,
+                entity=f"execution:{execution_id}",
+                details={"execution_id": execution_id, "rows": count, "excel": excel},
+            )
+        return count
+
+    # -- demo and uploads -----------------------------------------------------------
+
+    def demo_warehouse_path(self) -> pathlib.Path:
+        """Where the demo warehouse lives: beside a SQLite store, else under ./data."""
+        if self.engine.dialect.name == "sqlite" and self.engine.url.database:
+            return pathlib.Path(self.engine.url.database).resolve().parent / "demo_warehouse.db"
+        return pathlib.Path("data/demo_warehouse.db").resolve()
+
+    def install_demo(self, actor: str = "demo") -> list[KPI]:
+        """Create the demo warehouse, register it as ``demo`` and add the sample KPIs.
+
+        Idempotent: what exists already is left as it is. Returns the KPIs it added.
+        """
+        from .demo import install
+
+        return install(self, _actor(actor))
+
+    def import_csv(self, data_source: str, table: str, file: Any, actor: str) -> int:
+        """Load a CSV file into a new table of a local SQLite data source."""
+        from .uploads import import_csv
+
+        return import_csv(self.engine, self.data_source(data_source), table, file, _actor(actor))
+
     # -- audit ----------------------------------------------------------------------
 
     def audit_log(
@@ -156,9 +405,9 @@ class KPIStore:
 
 
 def _actor(actor: str) -> str:
-    from .errors import ValidationError
-
     actor = (actor or "").strip()
     if not actor:
-        raise ValidationError("Say who you are: every change records its author.", {"actor": "required"})
+        raise ValidationError(
+            "Say who you are: every change records its author.", {"actor": "required"}
+        )
     return actor[:200]

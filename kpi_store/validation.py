@@ -83,7 +83,8 @@ def placeholders(tree: exp.Expression) -> set[str]:
     for node in tree.find_all(exp.Placeholder):
         if not node.name or node.name == "?":
             raise UnsafeQueryError(
-                "Use named parameters like :start_date; positional '?' placeholders are not allowed."
+                "Use named parameters like :start_date; positional '?' placeholders "
+                "are not allowed."
             )
         names.add(node.name)
     return names

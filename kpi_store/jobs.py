@@ -1,0 +1,360 @@
+"""The durable job queue: executions are rows, so jobs survive restarts and are shared.
+
+A job is an execution in status ``pending``. Workers claim one with a conditional
+UPDATE (plus ``FOR UPDATE SKIP LOCKED`` on PostgreSQL) whose row count decides, so no
+job runs twice. A running job's process writes a heartbeat every second; a job whose
+heartbeat goes stale (its worker died) is re-queued once, then failed as "worker lost".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import audit, db, definitions, results
+from . import datasources as sources
+from .config import Settings
+from .errors import ExecutionError, KPIStoreError, NotFoundError, ValidationError
+from .execution import Job, RunControl, Runner
+from .models import KPI, Execution
+from .schema import kpi_execution_results as executions
+from .validation import bind_parameters
+from .values import to_json_value
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 1.0
+MAX_REQUEUES = 1
+WORKER_LOST = "worker lost"
+
+
+def process_worker_id(label: str) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{label}"
+
+
+# -- creating and reading executions -----------------------------------------------------
+
+
+def to_execution(row: sa.Row) -> Execution:
+    values = dict(row._mapping)
+    values["params"] = db.loads(values["params"]) or {}
+    values["columns"] = db.loads(values["columns"]) or []
+    values["first_row_sample"] = db.loads(values["first_row_sample"])
+    return Execution.model_validate(values)
+
+
+def get_execution(connection: sa.engine.Connection, execution_id: int) -> Execution:
+    row = connection.execute(sa.select(executions).where(executions.c.id == execution_id)).first()
+    if row is None:
+        raise NotFoundError(f"There is no run with id {execution_id}.")
+    return to_execution(row)
+
+
+def list_executions(
+    connection: sa.engine.Connection,
+    kpi_id: int | None = None,
+    status: str | None = None,
+    limit: int | None = 100,
+    batch_id: str | None = None,
+) -> list[Execution]:
+    query = sa.select(executions).order_by(executions.c.id.desc())
+    if kpi_id is not None:
+        query = query.where(executions.c.kpi_id == kpi_id)
+    if status:
+        statuses = [status] if isinstance(status, str) else list(status)
+        query = query.where(executions.c.status.in_(statuses))
+    if batch_id:
+        query = query.where(executions.c.batch_id == batch_id)
+    if limit is not None:
+        query = query.limit(limit)
+    return [to_execution(row) for row in connection.execute(query)]
+
+
+def runnable_kpi(connection: sa.engine.Connection, kpi_id: int) -> KPI:
+    kpi = definitions.get(connection, kpi_id)
+    if kpi.status != "active":
+        raise ValidationError(f"KPI '{kpi.name}' is archived and cannot run.")
+    return kpi
+
+
+def create_execution(
+    engine: sa.engine.Engine,
+    settings: Settings,
+    kpi_id: int,
+    params: dict[str, Any] | None,
+    actor: str,
+    *,
+    mode: str,
+    worker_id: str | None = None,
+    timeout_s: float | None = None,
+    batch_id: str | None = None,
+) -> int:
+    """Check the KPI and its parameters, then record the run: pending, or running for us."""
+    if timeout_s is not None and not (0 < float(timeout_s) <= 86_400):
+        raise ValidationError("The time limit must be between 0 and 86400 seconds.")
+    with db.write_tx(engine) as connection:
+        kpi = runnable_kpi(connection, kpi_id)
+        bound = bind_parameters(kpi, params)
+        now = db.utcnow()
+        running = worker_id is not None
+        return connection.execute(
+            executions.insert().values(
+                kpi_id=kpi.id,
+                kpi_version=kpi.version,
+                params=db.dumps({k: to_json_value(v) for k, v in bound.items()}),
+                status="running" if running else "pending",
+                requested_by=actor,
+                mode=mode,
+                batch_id=batch_id,
+                created_at=now,
+                started_at=now if running else None,
+                heartbeat_at=now if running else None,
+                worker_id=worker_id,
+                attempts=0,
+                truncated=False,
+                columns="[]",
+                timeout_s=float(timeout_s or kpi.timeout_s or settings.default_timeout_s),
+                max_retries=kpi.max_retries
+                if kpi.max_retries is not None
+                else settings.default_max_retries,
+                rows_read=0,
+                cancel_requested=False,
+                requeue_count=0,
+            )
+        ).inserted_primary_key[0]
+
+
+def load_job(engine: sa.engine.Engine, execution_id: int, worker_id: str) -> Job:
+    with db.read_tx(engine) as connection:
+        execution = get_execution(connection, execution_id)
+        kpi = definitions.get(connection, execution.kpi_id, execution.kpi_version)
+        source = sources.get(connection, kpi.data_source)
+    return Job(
+        execution_id=execution.id,
+        worker_id=worker_id,
+        spec=kpi.spec(),
+        source_url=source.url,
+        params=bind_parameters(kpi, execution.params),
+        requested_by=execution.requested_by,
+        kpi_id=execution.kpi_id,
+        kpi_version=execution.kpi_version,
+        timeout_s=execution.timeout_s,
+        max_retries=execution.max_retries,
+    )
+
+
+# -- claiming, cancelling, recovering ---------------------------------------------------------
+
+
+def claim_next(engine: sa.engine.Engine, worker_id: str) -> int | None:
+    """Atomically take the oldest pending job, or None when the queue is empty."""
+    with db.write_tx(engine) as connection:
+        query = (
+            sa.select(executions.c.id)
+            .where(executions.c.status == "pending")
+            .order_by(executions.c.id)
+            .limit(1)
+        )
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        execution_id = connection.execute(query).scalar_one_or_none()
+        if execution_id is None:
+            return None
+        now = db.utcnow()
+        claimed = connection.execute(
+            executions.update()
+            .where(executions.c.id == execution_id, executions.c.status == "pending")
+            .values(status="running", worker_id=worker_id, started_at=now, heartbeat_at=now)
+        ).rowcount
+        return execution_id if claimed == 1 else None
+
+
+def request_cancel(engine: sa.engine.Engine, execution_id: int, actor: str) -> Execution:
+    """Cancel a pending job at once, or ask the process running it to stop."""
+    with db.write_tx(engine) as connection:
+        execution = get_execution(connection, execution_id)
+        if execution.finished:
+            raise ExecutionError(
+                f"Run {execution_id} has already finished ({execution.status}); "
+                "only queued or running runs can be cancelled."
+            )
+        values: dict[str, Any] = {"cancel_requested": True}
+        if execution.status == "pending":
+            values.update(
+                status="cancelled", finished_at=db.utcnow(), error=f"Cancelled by {actor}."
+            )
+        connection.execute(
+            executions.update()
+            .where(executions.c.id == execution_id, executions.c.status == execution.status)
+            .values(**values)
+        )
+        audit.append(
+            connection,
+            actor=actor,
+            action=audit.CANCEL,
+            kpi_id=execution.kpi_id,
+            entity=f"execution:{execution_id}",
+            details={"execution_id": execution_id, "status_before": execution.status},
+        )
+        return get_execution(connection, execution_id)
+
+
+def recover_stale(engine: sa.engine.Engine, heartbeat_timeout_s: float) -> list[int]:
+    """Re-queue (once) or fail runs whose process stopped beating; remove their rows."""
+    cutoff = db.utcnow() - dt.timedelta(seconds=heartbeat_timeout_s)
+    stale_filter = sa.and_(
+        executions.c.status == "running",
+        sa.or_(executions.c.heartbeat_at.is_(None), executions.c.heartbeat_at < cutoff),
+    )
+    recovered = []
+    with db.write_tx(engine) as connection:
+        rows = connection.execute(
+            sa.select(
+                executions.c.id,
+                executions.c.requeue_count,
+                executions.c.kpi_id,
+                executions.c.requested_by,
+            ).where(stale_filter)
+        ).all()
+        for row in rows:
+            results.delete_rows(connection, row.id)
+            if row.requeue_count < MAX_REQUEUES:
+                values = dict(
+                    status="pending",
+                    worker_id=None,
+                    started_at=None,
+                    rows_read=0,
+                    requeue_count=row.requeue_count + 1,
+                )
+            else:
+                values = dict(status="failed", error=WORKER_LOST, finished_at=db.utcnow())
+            connection.execute(
+                executions.update().where(executions.c.id == row.id, stale_filter).values(**values)
+            )
+            if values["status"] == "failed":
+                audit.append(
+                    connection,
+                    actor=row.requested_by,
+                    action=audit.EXECUTE,
+                    kpi_id=row.kpi_id,
+                    entity=f"execution:{row.id}",
+                    details={"execution_id": row.id, "status": "failed", "error": WORKER_LOST},
+                )
+            log.warning("run %s: its worker stopped beating; now %s", row.id, values["status"])
+            recovered.append(row.id)
+    return recovered
+
+
+# -- runs in progress in this process ----------------------------------------------------------
+
+
+class ActiveRuns:
+    """This process's running executions: it beats their hearts and relays cancel requests."""
+
+    def __init__(self, engine: sa.engine.Engine, interval_s: float = HEARTBEAT_INTERVAL_S):
+        self._engine = engine
+        self._interval = interval_s
+        self._controls: dict[int, RunControl] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def begin(self, execution_id: int, timeout_s: float) -> RunControl:
+        control = RunControl.starting_now(execution_id, timeout_s)
+        with self._lock:
+            self._controls[execution_id] = control
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(
+                    target=self._beat, name="kpi-heartbeat", daemon=True
+                )
+                self._thread.start()
+        return control
+
+    def end(self, execution_id: int) -> None:
+        with self._lock:
+            self._controls.pop(execution_id, None)
+
+    def control(self, execution_id: int) -> RunControl | None:
+        with self._lock:
+            return self._controls.get(execution_id)
+
+    def controls(self) -> list[RunControl]:
+        with self._lock:
+            return list(self._controls.values())
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval):
+            controls = self.controls()
+            if not controls:
+                continue
+            try:
+                self._beat_once(controls)
+            except sa.exc.SQLAlchemyError:
+                log.exception("heartbeat failed; trying again in %s s", self._interval)
+
+    def _beat_once(self, controls: list[RunControl]) -> None:
+        ids = [c.execution_id for c in controls]
+        with db.write_tx(self._engine) as connection:
+            connection.execute(
+                executions.update()
+                .where(executions.c.id.in_(ids), executions.c.status == "running")
+                .values(heartbeat_at=db.utcnow())
+            )
+            cancelled = set(
+                connection.execute(
+                    sa.select(executions.c.id).where(
+                        executions.c.id.in_(ids), executions.c.cancel_requested.is_(True)
+                    )
+                ).scalars()
+            )
+        for control in controls:
+            if control.execution_id in cancelled:
+                control.cancel_event.set()
+
+
+def run_claimed(
+    engine: sa.engine.Engine, runner: Runner, active: ActiveRuns, execution_id: int, worker_id: str
+) -> None:
+    """Run an execution this worker holds, to a final status."""
+    try:
+        job = load_job(engine, execution_id, worker_id)
+    except KPIStoreError as error:
+        _fail_unloadable(engine, execution_id, worker_id, str(error))
+        return
+    control = active.begin(execution_id, job.timeout_s)
+    try:
+        runner.run(job, control)
+    finally:
+        active.end(execution_id)
+
+
+def _fail_unloadable(
+    engine: sa.engine.Engine, execution_id: int, worker_id: str, message: str
+) -> None:
+    with db.write_tx(engine) as connection:
+        connection.execute(
+            executions.update()
+            .where(
+                executions.c.id == execution_id,
+                executions.c.worker_id == worker_id,
+                executions.c.status == "running",
+            )
+            .values(status="failed", error=message, finished_at=db.utcnow(), attempts=1)
+        )
+
+
+def new_batch_id() -> str:
+    return uuid.uuid4().hex

@@ -1,0 +1,241 @@
+"""Stored result rows: bulk writes while a query streams, pages by row number, CSV export.
+
+Rows live in ``kpi_execution_result_rows`` as JSON arrays in column order, keyed by
+(execution_id, row_number); the column list is kept once on the execution. A page is a
+row-number range, so the last page of a million rows costs what the first does, and
+the total comes from the execution's ``row_count`` rather than a COUNT per page.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import os
+from collections.abc import Iterator
+from itertools import repeat
+from typing import IO, Any
+
+import orjson
+import pandas as pd
+import sqlalchemy as sa
+
+from . import db
+from .errors import ExecutionError, ValidationError
+from .models import Column, Execution, ResultPage
+from .schema import kpi_execution_result_rows as rows_table
+from .schema import kpi_execution_results as executions
+
+MAX_PAGE_SIZE = 1_000
+EXPORT_CHUNK_ROWS = 5_000
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+class LostOwnership(Exception):
+    """The execution is no longer ours to write (re-queued or cancelled elsewhere)."""
+
+
+def insert_rows(
+    connection: sa.engine.Connection, execution_id: int, first_row: int, encoded: list[str]
+) -> None:
+    """Insert pre-encoded rows numbered from ``first_row`` in one round of executemany."""
+    numbers = range(first_row, first_row + len(encoded))
+    if connection.dialect.name == "postgresql":
+        raw = connection.connection.driver_connection
+        with (
+            raw.cursor() as cursor,
+            cursor.copy(
+                "COPY kpi_execution_result_rows (execution_id, row_number, row_data) FROM STDIN"
+            ) as copy,
+        ):
+            for number, data in zip(numbers, encoded, strict=True):
+                copy.write_row((execution_id, number, data))
+        return
+    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    connection.exec_driver_sql(
+        "INSERT INTO kpi_execution_result_rows (execution_id, row_number, row_data) "
+        f"VALUES ({marker}, {marker}, {marker})",
+        list(zip(repeat(execution_id), numbers, encoded)),
+    )
+
+
+def write_batch(
+    engine: sa.engine.Engine,
+    execution_id: int,
+    worker_id: str,
+    first_row: int,
+    encoded: list[str],
+    rows_read: int,
+) -> None:
+    """Store one batch and the progress that goes with it, if the run is still ours.
+
+    The progress UPDATE is also the ownership check: on PostgreSQL it locks the
+    execution row until commit, on SQLite the write transaction already holds the lock.
+    """
+    with db.write_tx(engine) as connection:
+        owned = connection.execute(
+            executions.update()
+            .where(
+                executions.c.id == execution_id,
+                executions.c.status == "running",
+                executions.c.worker_id == worker_id,
+            )
+            .values(rows_read=rows_read, heartbeat_at=db.utcnow())
+        ).rowcount
+        if owned != 1:
+            raise LostOwnership(execution_id)
+        if encoded:
+            insert_rows(connection, execution_id, first_row, encoded)
+
+
+def delete_rows(connection: sa.engine.Connection, execution_id: int) -> None:
+    connection.execute(rows_table.delete().where(rows_table.c.execution_id == execution_id))
+
+
+def _stored_rows(
+    connection: sa.engine.Connection, execution_id: int, first: int, last: int
+) -> list[list[Any]]:
+    query = (
+        sa.select(rows_table.c.row_data)
+        .where(
+            rows_table.c.execution_id == execution_id,
+            rows_table.c.row_number.between(first, last),
+        )
+        .order_by(rows_table.c.row_number)
+    )
+    return [orjson.loads(data) for data in connection.execute(query).scalars()]
+
+
+def _require_success(execution: Execution) -> None:
+    if execution.status != "success":
+        raise ExecutionError(
+            f"Run {execution.id} has no stored rows: its status is {execution.status}."
+        )
+
+
+def page(
+    connection: sa.engine.Connection, execution: Execution, page_number: int, page_size: int
+) -> ResultPage:
+    _require_success(execution)
+    if not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValidationError(
+            f"Page size must be a whole number from 1 to {MAX_PAGE_SIZE}; got {page_size!r}.",
+            {"page_size": f"1 to {MAX_PAGE_SIZE}"},
+        )
+    total = execution.row_count or 0
+    total_pages = max(1, -(-total // page_size))
+    if not isinstance(page_number, int) or not 1 <= page_number <= total_pages:
+        raise ValidationError(
+            f"Page {page_number!r} does not exist: run {execution.id} has {total_pages} "
+            f"page(s) of {page_size} rows.",
+            {"page": f"1 to {total_pages}"},
+        )
+    first = (page_number - 1) * page_size + 1
+    rows = _stored_rows(connection, execution.id, first, min(first + page_size - 1, total))
+    return ResultPage(
+        execution_id=execution.id,
+        total=total,
+        page=page_number,
+        page_size=page_size,
+        total_pages=total_pages,
+        columns=execution.columns,
+        rows=rows,
+    )
+
+
+_PANDAS_TYPES = {
+    "int": "Int64",
+    "float": "Float64",
+    "bool": "boolean",
+    "str": "string",
+}
+
+
+def frame(result: ResultPage) -> pd.DataFrame:
+    """A page as a DataFrame with nullable dtypes that match the column types."""
+    names = [c.name for c in result.columns]
+    data = pd.DataFrame(result.rows, columns=_unique(names))
+    for column, name in zip(result.columns, data.columns, strict=True):
+        if column.type in _PANDAS_TYPES:
+            data[name] = data[name].astype(_PANDAS_TYPES[column.type])
+        elif column.type in ("date", "datetime"):
+            data[name] = pd.to_datetime(data[name], errors="coerce")
+        elif column.type == "decimal":
+            data[name] = pd.to_numeric(data[name], errors="coerce")
+    return data
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Column labels made unique (``SELECT a, a`` is legal SQL but not a valid frame)."""
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        unique.append(name if count == 0 else f"{name}_{count + 1}")
+    return unique
+
+
+def iter_rows(engine: sa.engine.Engine, execution: Execution) -> Iterator[list[Any]]:
+    """Every stored row in order, read in bounded chunks by row-number range."""
+    _require_success(execution)
+    total = execution.row_count or 0
+    for first in range(1, total + 1, EXPORT_CHUNK_ROWS):
+        with db.read_tx(engine) as connection:
+            chunk = _stored_rows(connection, execution.id, first, first + EXPORT_CHUNK_ROWS - 1)
+        yield from chunk
+
+
+def _csv_cell(value: Any, excel: bool) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value).decode()
+    if excel and isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
+        # A text cell a spreadsheet would run as a formula (OWASP CSV injection).
+        return "'" + value
+    return value
+
+
+def write_csv(
+    engine: sa.engine.Engine,
+    execution: Execution,
+    dest: str | os.PathLike[str] | IO[str] | IO[bytes],
+    excel: bool = False,
+) -> int:
+    """Stream every row as RFC 4180 CSV (UTF-8; with a BOM when ``excel``)."""
+    _require_success(execution)
+    if isinstance(dest, (str, os.PathLike)):
+        with open(dest, "w", encoding="utf-8", newline="") as handle:
+            return _write_csv_text(engine, execution, handle, excel)
+    if isinstance(dest, io.TextIOBase):
+        return _write_csv_text(engine, execution, dest, excel)
+    text = codecs.getwriter("utf-8")(dest)
+    return _write_csv_text(engine, execution, text, excel)
+
+
+def _write_csv_text(
+    engine: sa.engine.Engine, execution: Execution, handle: IO[str], excel: bool
+) -> int:
+    if excel:
+        handle.write("\ufeff")
+    writer = csv.writer(handle, lineterminator="\r\n")
+    writer.writerow([c.name for c in execution.columns])
+    count = 0
+    buffer: list[list[Any]] = []
+    for row in iter_rows(engine, execution):
+        buffer.append([_csv_cell(v, excel) for v in row])
+        if len(buffer) >= EXPORT_CHUNK_ROWS:
+            writer.writerows(buffer)
+            count += len(buffer)
+            buffer.clear()
+    writer.writerows(buffer)
+    count += len(buffer)
+    handle.flush()
+    return count
+
+
+def column_types(columns: list[Column]) -> dict[str, str]:
+    return {c.name: c.type for c in columns}

@@ -1,0 +1,119 @@
+"""``Worker``: a pool of threads that runs queued executions from the store.
+
+Any number of workers, in any number of processes, can serve one store: claiming is
+atomic, so each job runs once. Each worker also re-queues the jobs of dead workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from . import jobs
+
+if TYPE_CHECKING:
+    from .store import KPIStore
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """Runs pending executions with ``concurrency`` threads until ``stop()``."""
+
+    def __init__(
+        self,
+        store: KPIStore,
+        concurrency: int = 2,
+        poll_interval_s: float = 0.25,
+        recovery_interval_s: float = 5.0,
+    ):
+        if concurrency < 1:
+            raise ValueError("a worker needs at least one thread")
+        self.store = store
+        self.concurrency = concurrency
+        self.poll_interval_s = poll_interval_s
+        self.recovery_interval_s = recovery_interval_s
+        self.worker_id = jobs.process_worker_id(f"worker-{uuid.uuid4().hex[:8]}")
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._held: set[int] = set()
+        self._held_lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def start(self) -> Worker:
+        if self.running:
+            return self
+        self._stopping.clear()
+        self.recover()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"kpi-worker-{n}", daemon=True)
+            for n in range(self.concurrency)
+        ]
+        self._threads.append(
+            threading.Thread(target=self._maintain, name="kpi-worker-recovery", daemon=True)
+        )
+        for thread in self._threads:
+            thread.start()
+        log.info("worker %s started with %s thread(s)", self.worker_id, self.concurrency)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop taking jobs; let running ones finish for half of ``timeout``, then hand
+        them back to the queue. Returns True when every thread has ended in time."""
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        self._join_until(time.monotonic() + timeout / 2)
+        if self.running:
+            with self._held_lock:
+                held = list(self._held)
+            for execution_id in held:
+                control = self.store.active_runs.control(execution_id)
+                if control is not None:
+                    control.stop_and_requeue()
+        self._join_until(deadline)
+        stopped = not self.running
+        log.info("worker %s stopped%s", self.worker_id, "" if stopped else " (threads still busy)")
+        return stopped
+
+    def recover(self) -> list[int]:
+        """Re-queue or fail the runs of workers that stopped beating."""
+        return jobs.recover_stale(self.store.engine, self.store.settings.heartbeat_timeout_s)
+
+    def _join_until(self, deadline: float) -> None:
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                execution_id = jobs.claim_next(self.store.engine, self.worker_id)
+            except sa.exc.SQLAlchemyError:
+                log.exception("could not claim a job; trying again")
+                execution_id = None
+            if execution_id is None:
+                self._stopping.wait(self.poll_interval_s)
+                continue
+            with self._held_lock:
+                self._held.add(execution_id)
+            try:
+                self.store.run_claimed(execution_id, self.worker_id)
+            except Exception:
+                log.exception("run %s ended with an unexpected error", execution_id)
+            finally:
+                with self._held_lock:
+                    self._held.discard(execution_id)
+
+    def _maintain(self) -> None:
+        while not self._stopping.wait(self.recovery_interval_s):
+            try:
+                self.recover()
+            except sa.exc.SQLAlchemyError:
+                log.exception("recovery pass failed; trying again later")
