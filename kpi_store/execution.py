@@ -356,19 +356,25 @@ class Runner:
     def _attempt(self, job: Job, control: RunControl) -> Outcome:
         engine = self.source_engines.get(job.source_url)
         dialect = engine.dialect.name
-        with engine.connect() as connection:
+        options: dict[str, Any] = {}
+        with (
+            engine.connect() as connection,
+            _Watchdog(control, _interrupter(connection)),
+            connection.begin(),
+        ):
             if dialect == "postgresql":
-                connection = connection.execution_options(stream_results=True, yield_per=FETCH_ROWS)
-            with _Watchdog(control, _interrupter(connection)), connection.begin():
-                if dialect == "postgresql":
-                    remaining_ms = max(1, int((control.deadline - time.monotonic()) * 1000))
-                    connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-                    connection.exec_driver_sql(f"SET LOCAL statement_timeout = {remaining_ms}")
-                result = connection.execute(sa.text(job.spec.sql), bind_for(dialect, job.params))
-                try:
-                    return self._stream(job, control, list(result.keys()), result)
-                finally:
-                    result.close()
+                # Server-side cursor, so big results stream instead of being buffered.
+                options = {"stream_results": True, "yield_per": FETCH_ROWS}
+                remaining_ms = max(1, int((control.deadline - time.monotonic()) * 1000))
+                connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+                connection.exec_driver_sql(f"SET LOCAL statement_timeout = {remaining_ms}")
+            result = connection.execute(
+                sa.text(job.spec.sql), bind_for(dialect, job.params), execution_options=options
+            )
+            try:
+                return self._stream(job, control, list(result.keys()), result)
+            finally:
+                result.close()
 
     def _stream(
         self, job: Job, control: RunControl, names: list[str], result: sa.engine.Result
