@@ -39,7 +39,7 @@ def read_only_engine(url: str) -> sa.engine.Engine:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
         raise DataSourceError(
-            f"'{url}' is not a database URL (e.g. sqlite:///path/file.db)."
+            f"'{mask_url(url)}' is not a database URL (e.g. sqlite:///path/file.db)."
         ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -65,7 +65,7 @@ def read_only_engine(url: str) -> sa.engine.Engine:
             )
         return sa.create_engine(parsed, pool_pre_ping=True)
     except (sa.exc.ArgumentError, ImportError, sa.exc.NoSuchModuleError) as error:
-        raise DataSourceError(f"Cannot use data source URL '{url}': {error}") from None
+        raise DataSourceError(f"Cannot use data source URL '{mask_url(url)}': {error}") from None
 
 
 def test_connection(engine: sa.engine.Engine, name: str) -> None:
@@ -119,9 +119,7 @@ def all_sources(connection: sa.engine.Connection) -> list[DataSource]:
     return [_to_record(r) for r in connection.execute(sa.select(table).order_by(table.c.name))]
 
 
-def add(
-    engine: sa.engine.Engine, engines: SourceEngines, name: str, url: str, actor: str
-) -> DataSource:
+def add(engine: sa.engine.Engine, name: str, url: str, actor: str) -> DataSource:
     name = (name or "").strip()
     if not NAME.match(name):
         raise ValidationError(
@@ -130,7 +128,11 @@ def add(
             {"name": "letters, digits, '_', '-' and '.' only"},
         )
     url = (url or "").strip()
-    test_connection(engines.get(url), name)
+    probe = read_only_engine(url)
+    try:
+        test_connection(probe, name)
+    finally:
+        probe.dispose()
     with db.write_tx(engine) as connection:
         if connection.execute(sa.select(table.c.name).where(table.c.name == name)).first():
             raise ValidationError(

@@ -8,6 +8,8 @@ editor started from, so two editors can never silently overwrite each other.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,7 +48,13 @@ def _columns(spec: KPISpec) -> dict[str, Any]:
     values = spec.model_dump(mode="json")
     for name in _JSON_FIELDS:
         values[name] = db.dumps(values[name])
+    values["name_key"] = name_key(spec.name)
     return values
+
+
+def name_key(name: str) -> str:
+    """What two names share when they differ only by case (Unicode-aware)."""
+    return name.strip().casefold()
 
 
 def _spec_json(spec: KPISpec) -> str:
@@ -55,6 +63,7 @@ def _spec_json(spec: KPISpec) -> str:
 
 def _to_kpi(row: sa.Row) -> KPI:
     values = dict(row._mapping)
+    del values["name_key"]
     for name in _JSON_FIELDS:
         values[name] = db.loads(values[name])
     return KPI.model_validate(values)
@@ -62,7 +71,7 @@ def _to_kpi(row: sa.Row) -> KPI:
 
 def _check_name_free(connection: sa.engine.Connection, name: str, kpi_id: int | None) -> None:
     query = sa.select(table.c.id).where(
-        sa.func.lower(table.c.name) == name.lower(), table.c.status == "active"
+        table.c.name_key == name_key(name), table.c.status == "active"
     )
     if kpi_id is not None:
         query = query.where(table.c.id != kpi_id)
@@ -101,33 +110,42 @@ def list_kpis(
     tag: str | None = None,
     include_archived: bool = False,
 ) -> list[KPI]:
-    query = sa.select(table).order_by(sa.func.lower(table.c.name), table.c.id)
+    """KPIs by name; ``search`` matches name, descriptions, owner or a tag, any case.
+
+    Matching happens in Python: a catalogue is hundreds of KPIs, and SQL's lower() is
+    ASCII-only on SQLite.
+    """
+    query = sa.select(table).order_by(table.c.name_key, table.c.id)
     if not include_archived:
         query = query.where(table.c.status == "active")
-    if search and search.strip():
-        needle = search.strip().lower()
-        query = query.where(
-            sa.or_(
-                *(
-                    sa.func.lower(column).contains(needle, autoescape=True)
-                    for column in (
-                        table.c.name,
-                        table.c.description,
-                        table.c.nl_definition,
-                        table.c.owner,
-                        table.c.tags,
-                    )
-                )
-            )
-        )
     kpis = [_to_kpi(row) for row in connection.execute(query)]
+    if search and search.strip():
+        needle = search.strip().casefold()
+        kpis = [k for k in kpis if needle in _searchable_text(k)]
     if tag:
         kpis = [k for k in kpis if tag in k.tags]
     return kpis
 
 
+def _searchable_text(kpi: KPI) -> str:
+    parts = (kpi.name, kpi.description, kpi.nl_definition, kpi.owner, *kpi.tags)
+    return "\n".join(parts).casefold()
+
+
+@contextmanager
+def _name_taken_as_validation() -> Iterator[None]:
+    """A concurrent writer may take a name between our check and our write."""
+    try:
+        yield
+    except sa.exc.IntegrityError as error:
+        if "name_key" not in str(error.orig) and "uq_kpi_definitions" not in str(error.orig):
+            raise
+        message = "An active KPI with this name already exists; choose another name."
+        raise ValidationError(message, {"name": message}) from None
+
+
 def create(engine: sa.engine.Engine, data: KPISpec | dict[str, Any], actor: str) -> KPI:
-    with db.write_tx(engine) as connection:
+    with _name_taken_as_validation(), db.write_tx(engine) as connection:
         spec = validate_spec(connection, data)
         _check_name_free(connection, spec.name, None)
         now = db.utcnow()
@@ -193,7 +211,7 @@ def update(
     action: str = audit.UPDATE,
 ) -> KPI:
     """Save a new version made of the current one plus ``changes``."""
-    with db.write_tx(engine) as connection:
+    with _name_taken_as_validation(), db.write_tx(engine) as connection:
         current = _to_kpi(_row(connection, kpi_id))
         if current.version != expected_version:
             raise VersionConflictError(
@@ -264,7 +282,7 @@ def restore(engine: sa.engine.Engine, kpi_id: int, version: int, actor: str) -> 
 
 
 def set_status(engine: sa.engine.Engine, kpi_id: int, actor: str, status: str) -> KPI:
-    with db.write_tx(engine) as connection:
+    with _name_taken_as_validation(), db.write_tx(engine) as connection:
         current = _to_kpi(_row(connection, kpi_id))
         if current.status == status:
             return current

@@ -288,7 +288,7 @@ class Runner:
         self.engine = engine
         self.source_engines = source_engines
         self.settings = settings
-        self.retry_wait = retry_wait or tenacity.wait_exponential_jitter(initial=0.2, max=5)
+        self.retry_wait = retry_wait or tenacity.wait_exponential_jitter(multiplier=0.2, max=5, jitter=0.2)
 
     def run(self, job: Job, control: RunControl) -> None:
         """Run to a final status; never raises for a failure of the query itself."""

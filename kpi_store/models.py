@@ -74,13 +74,13 @@ class KPISpec(BaseModel):
     data_source: str = Field(min_length=1, max_length=100)
     sql: str = Field(min_length=1)
     parameters: list[ParameterSpec] = Field(default_factory=list)
-    value_column: str | None = None
+    value_column: str | None = Field(default=None, max_length=200)
     aggregation: Aggregation = "sum"
-    unit: str = ""
+    unit: str = Field(default="", max_length=50)
     target: float | None = None
     direction: Direction = "higher_is_better"
     tolerance_pct: float = Field(default=10.0, ge=0, le=1000)
-    owner: str = ""
+    owner: str = Field(default="", max_length=200)
     tags: list[str] = Field(default_factory=list)
     timeout_s: float | None = Field(default=None, gt=0, le=86_400)
     max_retries: int | None = Field(default=None, ge=0, le=10)
@@ -188,7 +188,7 @@ class DataSource(BaseModel):
 
 def mask_url(url: str) -> str:
     """A database URL with its password replaced by ***."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 class AuditEntry(BaseModel):

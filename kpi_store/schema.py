@@ -24,6 +24,8 @@ kpi_definitions = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(200), nullable=False),
+    # casefold(name): what "unique among active KPIs" compares, the same on every database.
+    sa.Column("name_key", sa.String(200), nullable=False),
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("nl_definition", sa.Text, nullable=False),
     sa.Column("data_source", sa.String(100), sa.ForeignKey("data_sources.name"), nullable=False),
@@ -45,6 +47,7 @@ kpi_definitions = sa.Table(
     sa.Column("created_by", sa.String(200), nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.Column("updated_by", sa.String(200), nullable=False),
+    sqlite_autoincrement=True,
 )
 
 kpi_definition_history = sa.Table(
@@ -76,6 +79,7 @@ kpi_audit_log = sa.Table(
     sa.Column("details", sa.Text, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("entry_hash", sa.String(64), nullable=False),
+    sqlite_autoincrement=True,
 )
 
 kpi_execution_results = sa.Table(
@@ -112,6 +116,7 @@ kpi_execution_results = sa.Table(
     sa.Column("rows_read", sa.Integer, nullable=False),
     sa.Column("cancel_requested", sa.Boolean, nullable=False),
     sa.Column("requeue_count", sa.Integer, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 kpi_execution_result_rows = sa.Table(

@@ -74,7 +74,7 @@ class KPIStore:
 
     def add_data_source(self, name: str, url: str, actor: str) -> DataSource:
         """Register a data source after proving a connection to it works."""
-        return sources.add(self.engine, self.source_engines, name, url, _actor(actor))
+        return sources.add(self.engine, name, url, _actor(actor))
 
     def remove_data_source(self, name: str, actor: str) -> None:
         """Unregister a data source no KPI uses."""

@@ -28,6 +28,7 @@ def upgrade() -> None:
         "kpi_definitions",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("name_key", sa.String(200), nullable=False),
         sa.Column("description", sa.Text, nullable=False),
         sa.Column("nl_definition", sa.Text, nullable=False),
         sa.Column(
@@ -51,12 +52,13 @@ def upgrade() -> None:
         sa.Column("created_by", sa.String(200), nullable=False),
         sa.Column("updated_at", sa.DateTime, nullable=False),
         sa.Column("updated_by", sa.String(200), nullable=False),
+        sqlite_autoincrement=True,
     )
     active = sa.text("status = 'active'")
     op.create_index(
         "uq_kpi_definitions_active_name",
         "kpi_definitions",
-        [sa.text("lower(name)")],
+        ["name_key"],
         unique=True,
         sqlite_where=active,
         postgresql_where=active,
@@ -87,6 +89,7 @@ def upgrade() -> None:
         sa.Column("details", sa.Text, nullable=False),
         sa.Column("prev_hash", sa.String(64), nullable=False),
         sa.Column("entry_hash", sa.String(64), nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_kpi_audit_log_kpi_id", "kpi_audit_log", ["kpi_id", "id"])
     op.create_index("ix_kpi_audit_log_occurred_at", "kpi_audit_log", ["occurred_at"])
@@ -123,6 +126,7 @@ def upgrade() -> None:
         sa.Column("rows_read", sa.Integer, nullable=False),
         sa.Column("cancel_requested", sa.Boolean, nullable=False),
         sa.Column("requeue_count", sa.Integer, nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_kpi_execution_results_status", "kpi_execution_results", ["status", "id"])
     op.create_index("ix_kpi_execution_results_kpi", "kpi_execution_results", ["kpi_id", "id"])

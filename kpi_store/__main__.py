@@ -1,0 +1,8 @@
+"""``python -m kpi_store``: see :mod:`kpi_store.cli`."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
