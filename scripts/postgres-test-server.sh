@@ -7,6 +7,8 @@
 # Start prints exactly one line on stdout:
 #   postgresql+psycopg://postgres@127.0.0.1:PORT/kpi_test
 # Everything else goes to stderr. PORT defaults to 55432 (override with KPI_PG_PORT).
+# The cluster's directory is recorded in /tmp/kpi-pg-test.dir (/tmp/kpi-pg-test-PORT.dir for
+# other ports); `stop` stops and deletes exactly that cluster.
 # Meant to run as root on Debian (installs the `postgresql` package when missing); as any
 # other user it runs the server as that user and cannot install anything.
 set -euo pipefail
@@ -14,7 +16,13 @@ set -euo pipefail
 PORT="${KPI_PG_PORT:-55432}"
 DB="kpi_test"
 PG_USER="postgres"
-STATE_FILE="/tmp/kpi-pg-test.dir"
+# Records the data directory of the cluster we started (one file per port, so clusters on
+# different ports never step on each other).
+if [ "$PORT" = "55432" ]; then
+    STATE_FILE="/tmp/kpi-pg-test.dir"
+else
+    STATE_FILE="/tmp/kpi-pg-test-${PORT}.dir"
+fi
 URL="postgresql+psycopg://${PG_USER}@127.0.0.1:${PORT}/${DB}"
 
 # Keep stdout for the URL only.
@@ -90,7 +98,7 @@ stop_server() {
     PG_BIN="$(find_bindir)"
     if [ -n "$PG_BIN" ] && [ -f "$dir/data/postmaster.pid" ]; then
         log "stopping cluster in $dir"
-        as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >&2 || log "pg_ctl stop failed (already stopped?)"
+        as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >&2 || log "pg_ctl stop failed (already stopped?)"
     fi
     rm -rf -- "$dir"
     rm -f -- "$STATE_FILE"
@@ -146,7 +154,8 @@ start_server() {
     log "starting server on 127.0.0.1:${PORT}"
     local opts="-p ${PORT} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off"
     opts+=" -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-    if ! as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -o "$opts" -l "$dir/log" -w -t 60 start >&2; then
+    # 3>&- : the daemon must not inherit our stdout pipe, or $(this script) never returns.
+    if ! as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -o "$opts" -l "$dir/log" -w -t 60 start >&2 3>&-; then
         tail -n 30 "$dir/log" >&2 || true
         die "pg_ctl start failed (is port ${PORT} in use? set KPI_PG_PORT)"
     fi
