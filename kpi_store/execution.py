@@ -288,7 +288,9 @@ class Runner:
         self.engine = engine
         self.source_engines = source_engines
         self.settings = settings
-        self.retry_wait = retry_wait or tenacity.wait_exponential_jitter(multiplier=0.2, max=5, jitter=0.2)
+        self.retry_wait = retry_wait or tenacity.wait_exponential_jitter(
+            multiplier=0.2, max=5, jitter=0.2
+        )
 
     def run(self, job: Job, control: RunControl) -> None:
         """Run to a final status; never raises for a failure of the query itself."""
@@ -347,11 +349,17 @@ class Runner:
 
     def _record_attempt(self, job: Job, attempts: int) -> None:
         with db.write_tx(self.engine) as connection:
-            connection.execute(
+            owned = connection.execute(
                 executions.update()
-                .where(executions.c.id == job.execution_id)
+                .where(
+                    executions.c.id == job.execution_id,
+                    executions.c.status == "running",
+                    executions.c.worker_id == job.worker_id,
+                )
                 .values(attempts=attempts, heartbeat_at=db.utcnow())
-            )
+            ).rowcount
+            if owned != 1:
+                raise results.LostOwnership(job.execution_id)
 
     def _attempt(self, job: Job, control: RunControl) -> Outcome:
         engine = self.source_engines.get(job.source_url)
@@ -381,6 +389,7 @@ class Runner:
     ) -> Outcome:
         cap = self.settings.row_cap
         aggregator = ValueAggregator(job.spec.aggregation, job.spec.value_column)
+        aggregator.choose_column(names, [])  # a missing value_column fails even with no rows
         types: list[str | None] = [None] * len(names)
         first_sample: dict[str, Any] | None = None
         buffer: list[str] = []
@@ -426,7 +435,17 @@ class Runner:
 
     def _discard_rows(self, job: Job) -> None:
         with db.write_tx(self.engine) as connection:
-            results.delete_rows(connection, job.execution_id)
+            owned = connection.execute(  # another worker may hold the run now: keep its rows
+                sa.select(executions.c.id)
+                .where(
+                    executions.c.id == job.execution_id,
+                    executions.c.status == "running",
+                    executions.c.worker_id == job.worker_id,
+                )
+                .with_for_update()
+            ).first()
+            if owned is not None:
+                results.delete_rows(connection, job.execution_id)
 
     def _requeue(self, job: Job) -> None:
         with db.write_tx(self.engine) as connection:

@@ -176,9 +176,28 @@ def claim_next(engine: sa.engine.Engine, worker_id: str) -> int | None:
         return execution_id if claimed == 1 else None
 
 
+def release_claim(engine: sa.engine.Engine, execution_id: int, worker_id: str) -> None:
+    """Hand a job this worker claimed but has not started back to the queue."""
+    with db.write_tx(engine) as connection:
+        connection.execute(
+            executions.update()
+            .where(
+                executions.c.id == execution_id,
+                executions.c.status == "running",
+                executions.c.worker_id == worker_id,
+            )
+            .values(status="pending", worker_id=None, started_at=None, heartbeat_at=None)
+        )
+
+
 def request_cancel(engine: sa.engine.Engine, execution_id: int, actor: str) -> Execution:
     """Cancel a pending job at once, or ask the process running it to stop."""
     with db.write_tx(engine) as connection:
+        # Lock the row first (PostgreSQL): otherwise a claim committing between the read
+        # and the status-conditional UPDATE below makes the cancel match nothing.
+        connection.execute(
+            sa.select(executions.c.id).where(executions.c.id == execution_id).with_for_update()
+        )
         execution = get_execution(connection, execution_id)
         if execution.finished:
             raise ExecutionError(
@@ -221,11 +240,17 @@ def recover_stale(engine: sa.engine.Engine, heartbeat_timeout_s: float) -> list[
                 executions.c.requeue_count,
                 executions.c.kpi_id,
                 executions.c.requested_by,
+                executions.c.cancel_requested,
             ).where(stale_filter)
         ).all()
         for row in rows:
-            results.delete_rows(connection, row.id)
-            if row.requeue_count < MAX_REQUEUES:
+            if row.cancel_requested:  # asked to stop before its worker died: don't revive it
+                values = dict(
+                    status="cancelled",
+                    error="Cancelled before it finished.",
+                    finished_at=db.utcnow(),
+                )
+            elif row.requeue_count < MAX_REQUEUES:
                 values = dict(
                     status="pending",
                     worker_id=None,
@@ -235,17 +260,24 @@ def recover_stale(engine: sa.engine.Engine, heartbeat_timeout_s: float) -> list[
                 )
             else:
                 values = dict(status="failed", error=WORKER_LOST, finished_at=db.utcnow())
-            connection.execute(
+            changed = connection.execute(
                 executions.update().where(executions.c.id == row.id, stale_filter).values(**values)
-            )
-            if values["status"] == "failed":
+            ).rowcount
+            if changed != 1:  # a heartbeat landed meanwhile (PostgreSQL): the run is alive
+                continue
+            results.delete_rows(connection, row.id)
+            if values["status"] != "pending":
                 audit.append(
                     connection,
                     actor=row.requested_by,
                     action=audit.EXECUTE,
                     kpi_id=row.kpi_id,
                     entity=f"execution:{row.id}",
-                    details={"execution_id": row.id, "status": "failed", "error": WORKER_LOST},
+                    details={
+                        "execution_id": row.id,
+                        "status": values["status"],
+                        "error": values["error"],
+                    },
                 )
             log.warning("run %s: its worker stopped beating; now %s", row.id, values["status"])
             recovered.append(row.id)
@@ -262,12 +294,14 @@ class ActiveRuns:
         self._engine = engine
         self._interval = interval_s
         self._controls: dict[int, RunControl] = {}
+        self._owners: dict[int, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def begin(self, execution_id: int, timeout_s: float) -> RunControl:
+    def begin(self, execution_id: int, timeout_s: float, worker_id: str) -> RunControl:
         control = RunControl.starting_now(execution_id, timeout_s)
+        self._owners[execution_id] = worker_id
         with self._lock:
             self._controls[execution_id] = control
             if self._thread is None or not self._thread.is_alive():
@@ -281,6 +315,7 @@ class ActiveRuns:
     def end(self, execution_id: int) -> None:
         with self._lock:
             self._controls.pop(execution_id, None)
+            self._owners.pop(execution_id, None)
 
     def control(self, execution_id: int) -> RunControl | None:
         with self._lock:
@@ -307,12 +342,22 @@ class ActiveRuns:
 
     def _beat_once(self, controls: list[RunControl]) -> None:
         ids = [c.execution_id for c in controls]
+        with self._lock:
+            by_owner: dict[str, list[int]] = {}
+            for execution_id in ids:
+                by_owner.setdefault(self._owners.get(execution_id, ""), []).append(execution_id)
         with db.write_tx(self._engine) as connection:
-            connection.execute(
-                executions.update()
-                .where(executions.c.id.in_(ids), executions.c.status == "running")
-                .values(heartbeat_at=db.utcnow())
-            )
+            now = db.utcnow()
+            for owner, owned_ids in by_owner.items():
+                connection.execute(
+                    executions.update()
+                    .where(
+                        executions.c.id.in_(owned_ids),
+                        executions.c.status == "running",
+                        executions.c.worker_id == owner,
+                    )
+                    .values(heartbeat_at=now)
+                )
             cancelled = set(
                 connection.execute(
                     sa.select(executions.c.id).where(
@@ -334,7 +379,7 @@ def run_claimed(
     except KPIStoreError as error:
         _fail_unloadable(engine, execution_id, worker_id, str(error))
         return
-    control = active.begin(execution_id, job.timeout_s)
+    control = active.begin(execution_id, job.timeout_s, worker_id)
     try:
         runner.run(job, control)
     finally:

@@ -101,6 +101,9 @@ class Worker:
             if execution_id is None:
                 self._stopping.wait(self.poll_interval_s)
                 continue
+            if self._stopping.is_set():  # claimed just as stop() began: not ours to start
+                jobs.release_claim(self.store.engine, execution_id, self.worker_id)
+                return
             with self._held_lock:
                 self._held.add(execution_id)
             try:
