@@ -103,7 +103,9 @@ def find_kpi(store: KPIStore, ref: str) -> KPI:
             return store.get_kpi(int(ref))
         except NotFoundError:
             pass  # a KPI may be named with digits
-    matches = [k for k in store.list_kpis(include_archived=True) if k.name.lower() == ref.lower()]
+    matches = [
+        k for k in store.list_kpis(include_archived=True) if k.name.casefold() == ref.casefold()
+    ]
     if not matches:
         raise NotFoundError(f"There is no KPI with id or name '{ref}' (see: list --archived).")
     return matches[0]
@@ -124,6 +126,12 @@ def last_value(store: KPIStore, kpi: KPI) -> str:
     return number(runs[0].value, kpi.unit) if runs else MISSING
 
 
+def _rows(run: Execution) -> str:
+    if run.row_count is None:
+        return MISSING
+    return f"{run.row_count:,}" + (" (truncated at the row cap)" if run.truncated else "")
+
+
 def print_run(kpi: KPI, run: Execution) -> None:
     print(
         fields(
@@ -131,7 +139,7 @@ def print_run(kpi: KPI, run: Execution) -> None:
                 ("KPI", f"{kpi.name} (id {kpi.id}, version {run.kpi_version})"),
                 ("Status", run.status),
                 ("Value", number(run.value, kpi.unit)),
-                ("Rows", f"{run.row_count}{' (truncated)' if run.truncated else ''}"),
+                ("Rows", _rows(run)),
                 ("Duration", duration(run.execution_time_ms)),
                 ("Attempts", run.attempts),
                 ("Execution", run.id),
@@ -384,10 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or a usage error already printed
         return exit_.code if isinstance(exit_.code, int) else EXIT_BAD_INPUT
     args.actor = args.actor or default_actor()
-    logging.basicConfig(
-        level=logging.INFO if args.command == "worker" else logging.WARNING,
-        format="%(levelname)s %(message)s",
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         store = KPIStore(args.store)
     except (ValueError, OSError, sa.exc.SQLAlchemyError) as error:
@@ -403,6 +408,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except OSError as error:
         print(f"error: {error.strerror or error}: {error.filename or ''}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except sa.exc.SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        print(f"error: the store database failed: {reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

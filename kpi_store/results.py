@@ -14,10 +14,9 @@ import io
 import os
 from collections.abc import Iterator
 from itertools import repeat
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
-import pandas as pd
 import sqlalchemy as sa
 
 from . import db
@@ -25,6 +24,9 @@ from .errors import ExecutionError, ValidationError
 from .models import Column, Execution, ResultPage
 from .schema import kpi_execution_result_rows as rows_table
 from .schema import kpi_execution_results as executions
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_PAGE_SIZE = 1_000
 EXPORT_CHUNK_ROWS = 5_000
@@ -153,6 +155,8 @@ _PANDAS_TYPES = {
 
 def frame(result: ResultPage) -> pd.DataFrame:
     """A page as a DataFrame with nullable dtypes that match the column types."""
+    import pandas as pd  # only the dashboard needs frames; the CLI starts faster without it
+
     names = [c.name for c in result.columns]
     data = pd.DataFrame(result.rows, columns=_unique(names))
     for column, name in zip(result.columns, data.columns, strict=True):

@@ -11,9 +11,7 @@ import os
 import pathlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import IO, Any
-
-import pandas as pd
+from typing import IO, TYPE_CHECKING, Any
 
 from . import audit, db, definitions, jobs, results
 from . import datasources as sources
@@ -22,6 +20,8 @@ from .errors import KPIStoreError, ValidationError
 from .execution import Runner, preview_rows
 from .models import (
     KPI,
+    NUL,
+    NUL_MESSAGE,
     AuditEntry,
     AuditVerification,
     BatchError,
@@ -35,6 +35,9 @@ from .models import (
     VersionDiff,
 )
 from .validation import bind_parameters
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class KPIStore:
@@ -410,4 +413,6 @@ def _actor(actor: str) -> str:
         raise ValidationError(
             "Say who you are: every change records its author.", {"actor": "required"}
         )
+    if NUL in actor:
+        raise ValidationError(f"The actor name {NUL_MESSAGE}.", {"actor": NUL_MESSAGE})
     return actor[:200]
