@@ -1,0 +1,222 @@
+"""CSV upload into a new table of a local SQLite data source.
+
+Business users bring a spreadsheet exported as CSV; it becomes a table their KPIs can
+query. The file is read in chunks with pandas (bounded memory), written through a normal
+writable ``sqlite3`` connection in one transaction (a bad file leaves no table behind),
+and recorded in the audit log of the store before that transaction commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import pathlib
+import re
+import sqlite3
+from collections.abc import Iterator
+from typing import IO, Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from . import audit, db
+from .datasources import sqlite_path
+from .errors import DataSourceError, ValidationError
+from .models import DataSource
+
+TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+CHUNK_ROWS = 20_000
+DATA_UPLOAD = "DATA_UPLOAD"
+
+CSVFile = str | os.PathLike[str] | IO[bytes] | IO[str]
+
+
+def import_csv(
+    engine: sa.engine.Engine,
+    source: DataSource,
+    table: str,
+    file: CSVFile,
+    actor: str,
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+) -> int:
+    """Write the CSV ``file`` into a new ``table`` of the SQLite data ``source``.
+
+    ``engine`` is the store engine (for the audit entry). Returns the number of rows
+    written. Raises ValidationError for a non-SQLite source, a table name that is not a
+    plain identifier or already exists, or a file that is not a readable CSV.
+    """
+    actor = (actor or "").strip()
+    if not actor:
+        raise ValidationError(
+            "Say who you are: every change records its author.", {"actor": "required"}
+        )
+    table = (table or "").strip()
+    path = _checked_target(engine, source, table)
+    connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            if _table_exists(connection, table):
+                message = f"Table '{table}' already exists in data source '{source.name}'."
+                raise ValidationError(message, {"table": "already exists"})
+            rows = _write_chunks(connection, table, _read_chunks(file, chunk_rows))
+            with db.write_tx(engine) as store:
+                audit.append(
+                    store,
+                    actor=actor[:200],
+                    action=DATA_UPLOAD,
+                    entity=f"data_source:{source.name}",
+                    details={"table": table, "rows": rows},
+                )
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        return rows
+    except sqlite3.Error as error:
+        raise DataSourceError(
+            f"Could not write table '{table}' into data source '{source.name}': {error}"
+        ) from None
+    finally:
+        connection.close()
+
+
+def _checked_target(engine: sa.engine.Engine, source: DataSource, table: str) -> pathlib.Path:
+    try:
+        url = sa.engine.make_url(source.url)
+    except sa.exc.ArgumentError:
+        url = None
+    if url is None or url.get_backend_name() != "sqlite":
+        message = (
+            f"Data source '{source.name}' is not a local SQLite file; "
+            "CSV files can only be uploaded into SQLite data sources."
+        )
+        raise ValidationError(message, {"data_source": message})
+    if not TABLE_NAME.match(table) or table.lower().startswith("sqlite_"):
+        message = (
+            "A table name must start with a letter or _, hold only letters, digits and _ "
+            "(at most 64), and not start with 'sqlite_'."
+        )
+        raise ValidationError(message, {"table": message})
+    path = sqlite_path(url)
+    if not path.is_file():
+        raise DataSourceError(f"The file of data source '{source.name}' does not exist: {path}")
+    if engine.dialect.name == "sqlite" and engine.url.database:
+        store_path = pathlib.Path(engine.url.database).expanduser().resolve()
+        if store_path == path:
+            message = "Uploads cannot go into the KPI store's own database."
+            raise ValidationError(message, {"data_source": message})
+    return path
+
+
+def _table_exists(connection: sqlite3.Connection, table: str) -> bool:
+    row = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type IN ('table', 'view') AND lower(name) = lower(?)",
+        (table,),
+    ).fetchone()
+    return row is not None
+
+
+def _rewind(file: CSVFile) -> None:
+    if hasattr(file, "seek"):
+        with contextlib.suppress(OSError, io.UnsupportedOperation):
+            file.seek(0)
+
+
+def _read_chunks(file: CSVFile, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The CSV as DataFrames of at most ``chunk_rows`` rows, errors made friendly.
+
+    The header row is read on its own first: pandas would silently rename a repeated
+    column name (``a``, ``a.1``), and a table must not get names nobody wrote.
+    """
+    try:
+        _rewind(file)
+        header = pd.read_csv(
+            file, header=None, nrows=1, dtype=str, encoding="utf-8-sig", keep_default_na=False
+        )
+        names = _checked_columns([str(v) for v in header.iloc[0]] if len(header) else [])
+        _rewind(file)
+        reader = pd.read_csv(
+            file,
+            chunksize=chunk_rows,
+            encoding="utf-8-sig",
+            skipinitialspace=True,
+            low_memory=False,
+        )
+        with reader:
+            for chunk in reader:
+                chunk.columns = names
+                yield chunk
+    except pd.errors.EmptyDataError:
+        raise ValidationError(
+            "The file is empty: a CSV needs a header row.", {"file": "empty"}
+        ) from None
+    except pd.errors.ParserError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ValidationError(f"The file is not a valid CSV: {reason}", {"file": reason}) from None
+    except UnicodeDecodeError:
+        message = "The file is not UTF-8 text; save it as 'CSV UTF-8' and try again."
+        raise ValidationError(message, {"file": message}) from None
+    except FileNotFoundError:
+        raise ValidationError(f"There is no file {file}.", {"file": "not found"}) from None
+
+
+def _checked_columns(header: list[str]) -> list[str]:
+    names = [name.strip() for name in header]
+    if not names:
+        raise ValidationError("The file is empty: a CSV needs a header row.", {"file": "empty"})
+    if any(not name for name in names):
+        message = "Every column needs a name in the header row."
+        raise ValidationError(message, {"file": message})
+    seen: dict[str, str] = {}
+    for name in names:
+        if name.lower() in seen:
+            message = f"Column names must be unique (ignoring case): '{name}' repeats."
+            raise ValidationError(message, {"file": message})
+        seen[name.lower()] = name
+    return names
+
+
+def _sql_type(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_integer_dtype(series):
+        return "INTEGER"
+    if pd.api.types.is_float_dtype(series):
+        return "REAL"
+    return "TEXT"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _cell(value: Any) -> Any:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if hasattr(value, "item"):  # numpy scalar -> Python scalar
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _write_chunks(
+    connection: sqlite3.Connection, table: str, chunks: Iterator[pd.DataFrame]
+) -> int:
+    rows = 0
+    insert = None
+    for chunk in chunks:
+        if insert is None:
+            names = list(chunk.columns)
+            columns = ", ".join(f"{_quote(n)} {_sql_type(chunk[n])}" for n in names)
+            connection.execute(f"CREATE TABLE {_quote(table)} ({columns})")
+            marks = ", ".join("?" for _ in names)
+            insert = f"INSERT INTO {_quote(table)} VALUES ({marks})"
+        values = chunk.astype(object).itertuples(index=False, name=None)
+        connection.executemany(insert, (tuple(_cell(v) for v in row) for row in values))
+        rows += len(chunk)
+    if insert is None:
+        raise ValidationError("The file is empty: a CSV needs a header row.", {"file": "empty"})
+    return rows

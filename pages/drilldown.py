@@ -1,0 +1,214 @@
+"""Drill-down: one run's facts and its rows, a page at a time, with CSV downloads."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import streamlit as st
+
+import kpi_ui as ui
+from kpi_store import Execution
+
+store = ui.get_store()
+
+PAGE_SIZES = [25, 50, 100, 250, 500, 1000]
+
+st.title("Drill-down")
+st.caption("Every row behind a KPI value. Sort and filter within the page in the grid.")
+
+names: dict[int, str] = {}
+units: dict[int, str] = {}
+recent: list[Execution] = []
+with ui.friendly_errors():
+    for kpi in store.list_kpis(include_archived=True):
+        names[kpi.id], units[kpi.id] = kpi.name, kpi.unit
+    recent = store.executions(limit=200)
+
+by_id = {e.id: e for e in recent}
+wanted = ui.query_int("execution")
+if wanted is not None and wanted not in by_id:
+    try:
+        by_id[wanted] = store.execution(wanted)
+    except ui.KPIStoreError as error:
+        ui.show_error(error)
+
+if not by_id:
+    st.info("No runs yet: run a KPI and its rows will appear here.", icon=":material/lightbulb:")
+    st.page_link(ui.PAGES["run"], label="Run a KPI", icon=":material/play_arrow:")
+    st.stop()
+
+
+def run_label(execution_id: int) -> str:
+    e = by_id[execution_id]
+    name = names.get(e.kpi_id, f"KPI #{e.kpi_id}")
+    when = ui.format_time(e.finished_at or e.created_at)
+    return f"#{e.id} · {name} · {ui.status_label(e.status)} · {when}"
+
+
+options = sorted(by_id, reverse=True)
+ui.follow_query_param("dd_run", "execution", options)
+chosen = st.selectbox("Run", options, format_func=run_label, key="dd_run")
+ui.set_query_param("execution", chosen)
+
+run = by_id[chosen]
+unit = units.get(run.kpi_id, "")
+name = names.get(run.kpi_id, f"KPI #{run.kpi_id} (deleted)")
+
+# -- facts ------------------------------------------------------------------------------
+
+head, badge = st.columns([5, 1], vertical_alignment="center")
+head.subheader(f"{name} · version {run.kpi_version}")
+with badge:
+    ui.status_badge(run.status)
+
+m = st.columns([2.2, 1, 1, 1, 1.3])
+m[0].metric("Value", ui.format_value(run.value, unit))
+m[1].metric("Rows", ui.format_number(run.row_count))
+m[2].metric("Duration", ui.format_duration(ui.run_duration_ms(run)))
+m[3].metric("Attempts", f"{run.attempts} of {run.max_retries + 1}")
+m[4].metric("Requested by", run.requested_by)
+
+facts = {
+    "KPI": f"{name} (#{run.kpi_id}), version {run.kpi_version}",
+    "Parameters": ui.format_params(run.params),
+    "Requested by": f"{run.requested_by} ({'background' if run.mode == 'background' else 'now'})",
+    "Queued": ui.format_time(run.created_at),
+    "Started": ui.format_time(run.started_at),
+    "Finished": ui.format_time(run.finished_at),
+    "Time limit": f"{run.timeout_s:g} s",
+    "Truncated": "yes — only the first rows were kept" if run.truncated else "no",
+}
+if run.batch_id:
+    facts["Batch"] = run.batch_id
+with st.expander("Run details", expanded=True, icon=":material/info:"):
+    ui.facts_grid(facts)
+    if run.kpi_id in names:
+        ui.kpi_link(run.kpi_id, "All runs of this KPI", "history", ":material/timeline:")
+
+if run.truncated:
+    st.warning(
+        f"This result was cut at {run.row_count:,} rows (the row limit); the value covers "
+        "the stored rows only.",
+        icon=":material/content_cut:",
+    )
+
+if not run.finished:
+
+    @st.fragment(run_every=dt.timedelta(seconds=2))
+    def wait_for_run() -> None:
+        current = store.execution(run.id)
+        if current.finished:
+            st.rerun(scope="app")
+        st.info(
+            f"{ui.status_label(current.status)} · {current.rows_read:,} rows read so far. "
+            "This page refreshes by itself.",
+            icon=":material/hourglass_top:",
+        )
+
+    wait_for_run()
+    st.stop()
+
+if run.status != "success":
+    st.error(run.error or f"The run ended as {run.status}.", icon=":material/error:")
+    st.stop()
+
+if not run.row_count:
+    st.info("The query returned no rows.", icon=":material/inbox:")
+    st.stop()
+
+# -- rows -------------------------------------------------------------------------------
+
+size_key, page_key = f"dd_size_{run.id}", f"dd_page_{run.id}"
+size = int(st.session_state.get(size_key, 50))
+total_pages = max(1, -(-run.row_count // size))
+if st.session_state.get(page_key, 1) > total_pages:
+    st.session_state[page_key] = total_pages
+
+
+def step(delta: int) -> None:
+    st.session_state[page_key] = min(total_pages, max(1, st.session_state.get(page_key, 1) + delta))
+
+
+controls = st.container(horizontal=True, vertical_alignment="bottom", gap="small")
+controls.button(
+    "Previous",
+    icon=":material/chevron_left:",
+    key=f"dd_prev_{run.id}",
+    on_click=step,
+    args=(-1,),
+    disabled=st.session_state.get(page_key, 1) <= 1,
+)
+page = int(
+    controls.number_input(
+        f"Page (of {total_pages:,})",
+        min_value=1,
+        max_value=total_pages,
+        value=1,
+        step=1,
+        key=page_key,
+        width=170,
+    )
+)
+controls.button(
+    "Next",
+    icon=":material/chevron_right:",
+    icon_position="right",
+    key=f"dd_next_{run.id}",
+    on_click=step,
+    args=(1,),
+    disabled=page >= total_pages,
+)
+controls.selectbox("Rows per page", PAGE_SIZES, index=PAGE_SIZES.index(50), key=size_key, width=150)
+
+frame = None
+with ui.friendly_errors():
+    frame = store.result_frame(run.id, page, size)
+if frame is None:
+    st.stop()
+
+first = (page - 1) * size + 1
+last = first + len(frame) - 1
+controls.caption(f"Rows {first:,}–{last:,} of {run.row_count:,}")
+
+ui.result_grid(frame, key=f"dd_grid_{run.id}_{page}_{size}")
+
+# -- downloads --------------------------------------------------------------------------
+
+actor = ui.current_actor()
+safe = "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-") or "kpi"
+excel = bool(st.session_state.get("dd_excel", False))  # the toggle below, set before this run
+downloads = st.container(horizontal=True, vertical_alignment="center")
+downloads.download_button(
+    f"Download CSV (all {run.row_count:,} rows)",
+    data=ui.deferred(ui.export_bytes, store, run.id, actor, excel),
+    file_name=f"{safe}-run-{run.id}.csv",
+    mime="text/csv",
+    icon=":material/download:",
+    type="primary",
+    key=f"dd_dl_all_{run.id}",
+    on_click="ignore",
+    disabled=not actor,
+    help="Every row of the run, streamed from the store. Recorded in the audit log."
+    if actor
+    else "Enter your name in the sidebar: exports are recorded in the audit log.",
+)
+downloads.download_button(
+    f"Download this page ({len(frame):,} rows)",
+    data=ui.page_csv(frame, excel),
+    file_name=f"{safe}-run-{run.id}-page-{page}.csv",
+    mime="text/csv",
+    icon=":material/download:",
+    key=f"dd_dl_page_{run.id}",
+    on_click="ignore",
+)
+downloads.toggle(
+    "Excel-friendly CSV",
+    key="dd_excel",
+    help="Adds a byte-order mark so Excel reads accents correctly, and neutralises text "
+    "cells that a spreadsheet would run as formulas.",
+)
+if not actor:
+    st.caption(
+        ":orange[Enter your name in the sidebar to download every row: exports are "
+        "recorded in the audit log.]"
+    )

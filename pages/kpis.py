@@ -1,0 +1,567 @@
+"""KPIs: the searchable catalog and the create / edit form.
+
+The form has every field of a definition, typed parameter rows, a SQL editor with a
+"test query" preview, a change note and the store's field-level error messages. An
+edit is saved against the version it was opened at: if someone saved meanwhile, both
+versions are shown and nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+import kpi_ui as ui
+from kpi_store import KPI
+
+store = ui.get_store()
+
+PARAM_TYPES = ["str", "int", "float", "date", "bool"]
+TYPE_LABELS = {
+    "str": "Text",
+    "int": "Whole number",
+    "float": "Number",
+    "date": "Date",
+    "bool": "Yes / no",
+}
+AGGREGATIONS = ["sum", "avg", "count", "min", "max", "first"]
+AGG_LABELS = {
+    "sum": "Sum of the value column",
+    "avg": "Average of the value column",
+    "count": "Number of rows",
+    "min": "Smallest value",
+    "max": "Largest value",
+    "first": "Value of the first row",
+}
+DIRECTIONS = ["higher_is_better", "lower_is_better"]
+DIRECTION_LABELS = {"higher_is_better": "Higher is better", "lower_is_better": "Lower is better"}
+
+st.title("KPIs")
+st.caption("Define what each KPI means and how it is computed. Every save is a new version.")
+ui.show_flash()
+
+# -- catalog ------------------------------------------------------------------------------
+
+all_kpis: list[KPI] = []
+with ui.friendly_errors():
+    all_kpis = store.list_kpis(include_archived=True)
+all_tags = sorted({t for k in all_kpis for t in k.tags})
+
+with st.container(border=True):
+    c1, c2, c3 = st.columns([3, 2, 1], vertical_alignment="bottom")
+    search = c1.text_input(
+        "Search",
+        key="kp_search",
+        placeholder="name, description, owner, tag…",
+        icon=":material/search:",
+    )
+    tag = c2.selectbox("Tag", ["All tags", *all_tags], key="kp_tag")
+    archived = c3.toggle("Show archived", key="kp_archived")
+
+listed: list[KPI] = []
+with ui.friendly_errors():
+    listed = store.list_kpis(
+        search=search or None, tag=None if tag == "All tags" else tag, include_archived=archived
+    )
+
+if not all_kpis:
+    st.info(
+        "No KPIs yet. Create the first one with the form below.",
+        icon=":material/lightbulb:",
+    )
+elif not listed:
+    st.info("No KPI matches this search.", icon=":material/search_off:")
+else:
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "ID": k.id,
+                    "Name": k.name,
+                    "Owner": k.owner,
+                    "Tags": ", ".join(k.tags),
+                    "Target": ui.format_value(k.target, k.unit) if k.target is not None else "",
+                    "Version": k.version,
+                    "Status": k.status,
+                    "Updated": ui.format_time(k.updated_at),
+                    "By": k.updated_by,
+                }
+                for k in listed
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "ID": st.column_config.NumberColumn(width="small"),
+            "Version": st.column_config.NumberColumn(width="small"),
+        },
+    )
+
+by_id = {k.id: k for k in all_kpis}
+options: list[int | None] = [None, *(k.id for k in listed)]
+ui.follow_query_param("kp_open", "kpi", [None, *by_id])
+opened = st.session_state.get("kp_open")
+if opened is not None and opened not in options and opened in by_id:
+    options.append(opened)
+if st.session_state.get("kp_open") not in options:
+    st.session_state["kp_open"] = None
+selected = st.selectbox(
+    "Open a KPI",
+    options,
+    format_func=lambda i: "➕ New KPI" if i is None else f"{ui.kpi_label(by_id[i])} · #{i}",
+    key="kp_open",
+)
+ui.set_query_param("kpi", selected)
+
+
+# -- form helpers -------------------------------------------------------------------------
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _number_or_none(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def parameter_rows(prefix: str, initial: list[Any], errors: dict[str, str]) -> list[dict]:
+    """Editable parameter rows; returns the parameter dicts in row order."""
+    rows_key = f"{prefix}_rows"
+    if rows_key not in st.session_state:
+        st.session_state[rows_key] = list(range(len(initial)))
+    rows: list[int] = st.session_state[rows_key]
+    result = []
+    if not rows:
+        st.caption("No parameters. Add one for each `:name` used in the SQL.")
+    for position, rid in enumerate(rows):
+        start = initial[rid] if rid < len(initial) else None
+        key = f"{prefix}_p{rid}"
+        with st.container(border=True):
+            c = st.columns([2, 2, 2, 3, 3, 1], vertical_alignment="bottom")
+            name = c[0].text_input(
+                "Name",
+                value=start.name if start else "",
+                key=f"{key}_name",
+                placeholder="start_date",
+            )
+            ptype = c[1].selectbox(
+                "Type",
+                PARAM_TYPES,
+                index=PARAM_TYPES.index(start.type) if start else 0,
+                format_func=TYPE_LABELS.get,
+                key=f"{key}_type",
+            )
+            default = c[2].text_input(
+                "Default",
+                value=_default_text(start.default) if start else "",
+                key=f"{key}_default",
+                placeholder="2025-01-01" if ptype == "date" else "",
+            )
+            choices = c[3].text_input(
+                "Choices",
+                help="Optional: the only values allowed, separated by commas.",
+                value=", ".join(_default_text(x) for x in start.choices)
+                if start and start.choices
+                else "",
+                key=f"{key}_choices",
+            )
+            label = c[4].text_input(
+                "Label shown to users",
+                value=(start.label or "") if start else "",
+                key=f"{key}_label",
+            )
+            if c[5].button(
+                "", icon=":material/delete:", key=f"{key}_remove", help="Remove this parameter"
+            ):
+                rows.remove(rid)
+                st.rerun()
+            ui.field_error(errors, f"parameters[{position}]")
+        result.append(
+            {
+                "name": name.strip(),
+                "type": ptype,
+                "default": default.strip() or None,
+                "choices": [x.strip() for x in choices.split(",") if x.strip()] or None,
+                "label": label.strip() or None,
+            }
+        )
+    if st.button("Add parameter", icon=":material/add:", key=f"{prefix}_add"):
+        rows.append(max([*rows, len(initial) - 1]) + 1)
+        st.rerun()
+    ui.field_error(errors, "parameters")
+    return result
+
+
+def definition_form(prefix: str, kpi: KPI | None, errors: dict[str, str]) -> dict[str, Any]:
+    """Every field of a KPI definition; returns the spec as a dict."""
+    sources = []
+    with ui.friendly_errors():
+        sources = [s.name for s in store.data_sources()]
+    spec: dict[str, Any] = {}
+
+    st.markdown("##### What it means")
+    c1, c2 = st.columns([2, 1])
+    with c1:
+        spec["name"] = st.text_input(
+            "Name",
+            value=kpi.name if kpi else "",
+            key=f"{prefix}_name",
+            max_chars=200,
+            placeholder="Monthly revenue",
+        )
+        ui.field_error(errors, "name")
+    with c2:
+        spec["owner"] = st.text_input(
+            "Owner", value=kpi.owner if kpi else "", key=f"{prefix}_owner", placeholder="Finance"
+        )
+        ui.field_error(errors, "owner")
+    spec["description"] = st.text_input(
+        "Short description", value=kpi.description if kpi else "", key=f"{prefix}_description"
+    )
+    ui.field_error(errors, "description")
+    spec["nl_definition"] = st.text_area(
+        "Definition in plain words",
+        value=kpi.nl_definition if kpi else "",
+        key=f"{prefix}_nl",
+        height=90,
+        help="What exactly is counted, for readers who do not read SQL.",
+    )
+    ui.field_error(errors, "nl_definition")
+    tags = st.text_input(
+        "Tags (comma-separated)",
+        value=", ".join(kpi.tags) if kpi else "",
+        key=f"{prefix}_tags",
+        placeholder="sales, finance",
+    )
+    spec["tags"] = [t.strip() for t in tags.split(",") if t.strip()]
+    ui.field_error(errors, "tags")
+
+    st.markdown("##### How it is computed")
+    if not sources:
+        st.warning("There are no data sources yet.", icon=":material/database:")
+        st.page_link(
+            ui.PAGES["data_sources"], label="Add a data source", icon=":material/database:"
+        )
+    index = sources.index(kpi.data_source) if kpi and kpi.data_source in sources else 0
+    spec["data_source"] = st.selectbox(
+        "Data source", sources, index=index if sources else None, key=f"{prefix}_source"
+    )
+    ui.field_error(errors, "data_source")
+    spec["sql"] = st.text_area(
+        "SQL",
+        value=kpi.sql if kpi else "",
+        key=f"{prefix}_sql",
+        height=220,
+        placeholder="SELECT SUM(amount) AS revenue FROM orders WHERE order_date >= :start_date",
+        help="One read-only query. Use :name for parameters.",
+    )
+    ui.field_error(errors, "sql")
+
+    st.markdown("**Parameters**")
+    spec["parameters"] = parameter_rows(prefix, list(kpi.parameters) if kpi else [], errors)
+
+    test_clicked = st.button(
+        "Test query",
+        icon=":material/science:",
+        key=f"{prefix}_test",
+        help="Runs the query read-only and shows the first 20 rows.",
+    )
+    preview_key = f"{prefix}_preview"
+    if test_clicked:
+        st.session_state.pop(preview_key, None)
+        try:
+            with st.spinner("Running the query…"):
+                columns, rows = store.preview_query(
+                    spec["data_source"] or "",
+                    spec["sql"],
+                    parameters=spec["parameters"],
+                    limit=20,
+                )
+        except ui.KPIStoreError as error:
+            st.session_state[preview_key] = ("error", str(error))
+        else:
+            st.session_state[preview_key] = ("ok", ([c.name for c in columns], rows))
+    if preview_key in st.session_state:
+        kind, payload = st.session_state[preview_key]
+        if kind == "error":
+            st.error(f"Test query failed: {payload}", icon=":material/error:")
+        else:
+            names, rows = payload
+            st.success(f"The query works: first {len(rows)} row(s) below.", icon=":material/check:")
+            st.dataframe(pd.DataFrame(rows, columns=names), hide_index=True, width="stretch")
+
+    st.markdown("##### The headline value and its target")
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        spec["value_column"] = (
+            st.text_input(
+                "Value column",
+                value=(kpi.value_column or "") if kpi else "",
+                key=f"{prefix}_value_column",
+                help="The result column the headline figure is made of.",
+            )
+            or None
+        )
+        ui.field_error(errors, "value_column")
+    with c2:
+        spec["aggregation"] = st.selectbox(
+            "Aggregation",
+            AGGREGATIONS,
+            index=AGGREGATIONS.index(kpi.aggregation) if kpi else 0,
+            format_func=AGG_LABELS.get,
+            key=f"{prefix}_aggregation",
+        )
+        ui.field_error(errors, "aggregation")
+    with c3:
+        spec["unit"] = st.text_input(
+            "Unit", value=kpi.unit if kpi else "", key=f"{prefix}_unit", placeholder="$, %, orders…"
+        )
+        ui.field_error(errors, "unit")
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        spec["target"] = _number_or_none(
+            st.number_input(
+                "Target",
+                value=kpi.target if kpi else None,
+                key=f"{prefix}_target",
+                placeholder="none",
+            )
+        )
+        ui.field_error(errors, "target")
+    with c2:
+        spec["direction"] = st.selectbox(
+            "Direction",
+            DIRECTIONS,
+            index=DIRECTIONS.index(kpi.direction) if kpi else 0,
+            format_func=DIRECTION_LABELS.get,
+            key=f"{prefix}_direction",
+        )
+        ui.field_error(errors, "direction")
+    with c3:
+        spec["tolerance_pct"] = float(
+            st.number_input(
+                "Tolerance (%)",
+                value=float(kpi.tolerance_pct) if kpi else 10.0,
+                min_value=0.0,
+                max_value=1000.0,
+                step=1.0,
+                key=f"{prefix}_tolerance",
+                help="How far from the target still counts as amber, not red.",
+            )
+        )
+        ui.field_error(errors, "tolerance_pct")
+
+    with st.expander("Run settings", icon=":material/tune:"):
+        c1, c2 = st.columns(2)
+        with c1:
+            spec["timeout_s"] = _number_or_none(
+                st.number_input(
+                    "Timeout (seconds)",
+                    value=kpi.timeout_s if kpi else None,
+                    min_value=0.1,
+                    key=f"{prefix}_timeout",
+                    placeholder="default",
+                )
+            )
+            ui.field_error(errors, "timeout_s")
+        with c2:
+            retries = st.number_input(
+                "Retries on transient errors",
+                value=kpi.max_retries if kpi else None,
+                min_value=0,
+                max_value=10,
+                step=1,
+                key=f"{prefix}_retries",
+                placeholder="default",
+            )
+            spec["max_retries"] = None if retries is None else int(retries)
+            ui.field_error(errors, "max_retries")
+    return spec
+
+
+def conflict_panel(kpi_id: int, mine: dict[str, Any], prefix: str, base: int) -> None:
+    """Both versions side by side after a conflicting save; nothing is overwritten."""
+    theirs = store.get_kpi(kpi_id)
+    st.error(
+        f"Not saved: {theirs.updated_by} saved version {theirs.version} of this KPI "
+        f"{ui.time_ago(theirs.updated_at)}, after you opened version {base}. "
+        "Nothing was overwritten. Compare below, then load their version and apply your "
+        "change again.",
+        icon=":material/sync_problem:",
+    )
+    ours_spec = theirs.spec().model_dump(mode="json")
+    opened = store.get_kpi(kpi_id, base).spec().model_dump(mode="json")
+    rows = []
+    for field, value in mine.items():
+        mine_text, theirs_text = ui.as_text(value), ui.as_text(ours_spec.get(field))
+        opened_text = ui.as_text(opened.get(field))
+        if mine_text != theirs_text or opened_text != theirs_text:
+            rows.append(
+                {
+                    "Field": field,
+                    f"Version {base} (you opened)": opened_text,
+                    "Your edit": mine_text,
+                    f"Version {theirs.version} (saved)": theirs_text,
+                }
+            )
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    if st.button(
+        f"Load version {theirs.version} (discard my edit)",
+        key=f"{prefix}_reload",
+        icon=":material/refresh:",
+    ):
+        st.session_state[f"kp_base_{kpi_id}"] = theirs.version
+        st.rerun()
+
+
+# -- create ---------------------------------------------------------------------------------
+
+if selected is None:
+    st.subheader("New KPI", divider="gray")
+    nonce = st.session_state.setdefault("kp_new_nonce", 0)
+    prefix = f"kf_new_{nonce}"
+    spec = definition_form(prefix, None, ui.remembered_errors(prefix))
+    ui.show_remembered_error(prefix)
+    if st.button("Create KPI", type="primary", icon=":material/add_circle:", key=f"{prefix}_save"):
+        actor = ui.require_actor("create a KPI")
+        if actor:
+            try:
+                kpi = store.create_kpi(spec, actor)
+            except ui.KPIStoreError as error:
+                ui.remember_error(prefix, error)
+                st.rerun()
+            else:
+                ui.forget_error(prefix)
+                st.session_state["kp_new_nonce"] = nonce + 1
+                ui.open_on_rerun("kpi", kpi.id)
+                ui.flash(f"KPI '{kpi.name}' created (version 1).")
+                st.rerun()
+    st.stop()
+
+# -- view and edit ------------------------------------------------------------------------
+
+kpi = by_id[selected]
+base_key = f"kp_base_{kpi.id}"
+if base_key not in st.session_state:
+    st.session_state[base_key] = kpi.version
+base = st.session_state[base_key]
+prefix = f"kf_{kpi.id}_v{base}"
+
+head, actions = st.columns([1, 1], vertical_alignment="center")
+with head:
+    st.subheader(kpi.name)
+    st.caption(
+        f"Version {kpi.version} · saved by {kpi.updated_by} {ui.time_ago(kpi.updated_at)} · "
+        f"created by {kpi.created_by}"
+    )
+with actions:
+    row = st.container(horizontal=True, horizontal_alignment="right", vertical_alignment="center")
+    with row:
+        ui.kpi_link(kpi.id, "Run", "run", ":material/play_arrow:")
+        ui.kpi_link(kpi.id, "History", "history", ":material/timeline:")
+    archive_label = "Unarchive" if kpi.status == "archived" else "Archive"
+    if row.button(archive_label, key="kp_archive", icon=":material/archive:"):
+        st.session_state["kp_confirm"] = ("archive", kpi.id)
+    if row.button("Delete", key="kp_delete", icon=":material/delete:"):
+        st.session_state["kp_confirm"] = ("delete", kpi.id)
+
+confirm = st.session_state.get("kp_confirm")
+if confirm and confirm[1] == kpi.id:
+    what = confirm[0]
+    if what == "delete":
+        st.warning(
+            f"Delete '{kpi.name}' with all its versions and runs? This cannot be undone "
+            "(the audit log keeps a record).",
+            icon=":material/warning:",
+        )
+    else:
+        st.warning(f"{archive_label} '{kpi.name}'?", icon=":material/archive:")
+    yes, no, _ = st.columns([1, 1, 5])
+    if yes.button(
+        f"Yes, {what if what == 'delete' else archive_label.lower()}",
+        type="primary",
+        key="kp_confirm_yes",
+    ):
+        actor = ui.require_actor(f"{what} a KPI")
+        if actor:
+            st.session_state.pop("kp_confirm", None)
+            try:
+                if what == "delete":
+                    store.delete_kpi(kpi.id, actor)
+                elif kpi.status == "archived":
+                    store.unarchive_kpi(kpi.id, actor)
+                else:
+                    store.archive_kpi(kpi.id, actor)
+            except ui.KPIStoreError as error:
+                ui.show_error(error)
+            else:
+                if what == "delete":
+                    ui.open_on_rerun("kpi", None)
+                    ui.flash(f"KPI '{kpi.name}' deleted.")
+                else:
+                    ui.flash(f"KPI '{kpi.name}' {archive_label.lower()}d.")
+                st.session_state.pop(base_key, None)
+                st.rerun()
+    if no.button("Cancel", key="kp_confirm_no"):
+        st.session_state.pop("kp_confirm", None)
+        st.rerun()
+
+if kpi.status == "archived":
+    st.info(
+        "This KPI is archived: it is read-only and hidden from the overview. "
+        "Unarchive it to edit or run it.",
+        icon=":material/archive:",
+    )
+    ui.facts_grid(
+        {"Data source": kpi.data_source, "Owner": kpi.owner, "Description": kpi.description},
+        columns=3,
+    )
+    st.code(kpi.sql, language="sql")
+    st.stop()
+
+if base != kpi.version and f"{prefix}_conflict" not in st.session_state:
+    st.info(
+        f"You are editing version {base}; version {kpi.version} was saved since by "
+        f"{kpi.updated_by}. Saving will show both versions.",
+        icon=":material/info:",
+    )
+
+opened_kpi = kpi if base == kpi.version else store.get_kpi(kpi.id, base)
+spec = definition_form(prefix, opened_kpi, ui.remembered_errors(prefix))
+note = st.text_input(
+    "Change note",
+    key=f"{prefix}_note",
+    placeholder="What changed and why (kept in the version history)",
+)
+ui.show_remembered_error(prefix)
+
+if st.button("Save new version", type="primary", icon=":material/save:", key=f"{prefix}_save"):
+    actor = ui.require_actor("save changes")
+    if actor:
+        try:
+            saved = store.update_kpi(kpi.id, spec, actor, expected_version=base, note=note)
+        except ui.VersionConflictError:
+            ui.forget_error(prefix)
+            st.session_state[f"{prefix}_conflict"] = True
+        except ui.KPIStoreError as error:
+            ui.remember_error(prefix, error)
+            st.rerun()
+        else:
+            ui.forget_error(prefix)
+            st.session_state.pop(f"{prefix}_conflict", None)
+            if saved.version == base:
+                st.info("Nothing changed: no new version was saved.")
+            else:
+                st.session_state[base_key] = saved.version
+                ui.flash(f"Saved version {saved.version} of '{saved.name}'.")
+                st.rerun()
+
+if st.session_state.get(f"{prefix}_conflict"):
+    conflict_panel(kpi.id, spec, prefix, base)

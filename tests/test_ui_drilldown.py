@@ -1,0 +1,144 @@
+"""The Drill-down page: run facts, paging, page size, downloads of every row."""
+
+# ruff: noqa: F403, F405
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from ui_helpers import *
+
+import kpi_ui
+
+
+def kpi_named(store, name):
+    return next(k for k in store.list_kpis() if k.name == name)
+
+
+@pytest.fixture()
+def detail_run(demo_store):
+    """A run of "Order Line Detail" for March 2025, North: a few hundred rows."""
+    kpi = kpi_named(demo_store, "Order Line Detail")
+    run = demo_store.execute(
+        kpi.id,
+        {"start_date": "2025-03-01", "end_date": "2025-03-31", "region": "North"},
+        actor="setup",
+    )
+    assert run.status == "success" and run.row_count > 120
+    return run
+
+
+def test_no_runs_is_an_empty_state(demo_store):
+    at = open_app("drilldown")
+    assert any("No runs yet" in i for i in texts(at.info))
+
+
+def test_facts_of_the_run(demo_store, detail_run):
+    at = open_app("drilldown", query={"execution": detail_run.id})
+    assert at.selectbox(key="dd_run").value == detail_run.id
+    assert "Order Line Detail · version 1" in texts(at.subheader)
+    values = metrics(at)
+    assert values["Rows"] == f"{detail_run.row_count:,}"
+    assert values["Value"] == kpi_ui.format_value(detail_run.value, "$")
+    assert values["Requested by"] == "setup"
+    shown = all_text(at)
+    assert "start_date=2025-03-01, end_date=2025-03-31, region=North" in shown
+    assert "no" in texts(at.markdown)  # not truncated
+    assert at.query_params["execution"] == str(detail_run.id)
+
+
+def test_paging_through_the_rows(demo_store, detail_run):
+    at = open_app("drilldown", query={"execution": detail_run.id})
+    total = detail_run.row_count
+    pages = -(-total // 50)
+    page_input = at.number_input(key=f"dd_page_{detail_run.id}")
+    assert page_input.value == 1 and page_input.max == pages
+    assert f"Rows 1–50 of {total:,}" in texts(at.caption)
+    at.button(key=f"dd_next_{detail_run.id}").click().run()
+    assert at.number_input(key=f"dd_page_{detail_run.id}").value == 2
+    assert f"Rows 51–100 of {total:,}" in texts(at.caption)
+    at.button(key=f"dd_prev_{detail_run.id}").click().run()
+    assert f"Rows 1–50 of {total:,}" in texts(at.caption)
+    at.number_input(key=f"dd_page_{detail_run.id}").set_value(pages).run()
+    last_first = (pages - 1) * 50 + 1
+    assert f"Rows {last_first:,}–{total:,} of {total:,}" in texts(at.caption)
+    # A bigger page size keeps the page inside the new range.
+    at.selectbox(key=f"dd_size_{detail_run.id}").set_value(250).run()
+    no_exception(at)
+    assert at.number_input(key=f"dd_page_{detail_run.id}").value == -(-total // 250)
+
+
+def test_the_grid_gets_one_page_of_rows(demo_store, detail_run):
+    frame = demo_store.result_frame(detail_run.id, page=2, page_size=50)
+    shown = kpi_ui.grid_frame(frame)
+    assert len(shown) == 50
+    assert list(shown.columns) == [c.name for c in detail_run.columns]
+    assert shown.iloc[0]["line_id"] == demo_store.result_page(detail_run.id, 2, 50).rows[0][0]
+
+
+def test_download_of_every_row_matches_the_store(demo_store, detail_run):
+    data = kpi_ui.export_bytes(demo_store, detail_run.id, "analyst")
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+    assert rows[0] == [c.name for c in detail_run.columns]
+    assert len(rows) - 1 == detail_run.row_count
+    stored = [
+        row
+        for page in range(1, demo_store.result_page(detail_run.id, 1, 1000).total_pages + 1)
+        for row in demo_store.result_page(detail_run.id, page, 1000).rows
+    ]
+    assert [r[0] for r in rows[1:]] == [str(r[0]) for r in stored]
+    assert demo_store.audit_log(action="EXPORT")[0].actor == "analyst"
+
+
+def test_download_buttons_need_a_name_for_the_full_export(demo_store, detail_run):
+    at = open_app("drilldown", actor=None, query={"execution": detail_run.id})
+    buttons = {b.label: b for b in at.get("download_button")}
+    full = buttons[f"Download CSV (all {detail_run.row_count:,} rows)"]
+    assert full.proto.disabled
+    assert not buttons["Download this page (50 rows)"].proto.disabled
+    at = open_app("drilldown", query={"execution": detail_run.id})
+    full = next(b for b in at.get("download_button") if b.label.startswith("Download CSV"))
+    assert not full.proto.disabled
+
+
+def test_page_csv_can_be_excel_friendly():
+    import pandas as pd
+
+    frame = pd.DataFrame({"name": ["=1+1", "Zoë"], "amount": [-5, 3]})
+    plain = kpi_ui.page_csv(frame).decode("utf-8")
+    assert plain.splitlines() == ["name,amount", "=1+1,-5", "Zoë,3"]
+    excel = kpi_ui.page_csv(frame, excel=True)
+    assert excel.startswith(b"\xef\xbb\xbf")
+    assert excel.decode("utf-8-sig").splitlines() == ["name,amount", "'=1+1,-5", "Zoë,3"]
+
+
+def test_unknown_run_in_the_link_is_a_message(demo_store, detail_run):
+    at = open_app(query={"execution": 999})  # the home URL hands over to the drill-down
+    assert texts(at.title) == ["Drill-down"]
+    assert "There is no run with id 999." in texts(at.error)
+    assert at.selectbox(key="dd_run").value == detail_run.id
+
+
+def test_failed_run_shows_its_error(app_store, sales_db):
+    import sqlite3
+
+    app_store.add_data_source("src", sqlite_url(sales_db), "setup")
+    kpi = app_store.create_kpi(clean_kpi_spec(), "setup")
+    connection = sqlite3.connect(sales_db)
+    connection.execute("DROP TABLE sales")
+    connection.commit()
+    connection.close()
+    run = app_store.execute(kpi.id, actor="setup")
+    at = open_app("drilldown", query={"execution": run.id})
+    no_exception(at)
+    assert any("sales" in e for e in texts(at.error))
+    assert not at.get("download_button")
+
+
+def test_queued_run_waits_for_the_worker(demo_store):
+    orders = kpi_named(demo_store, "Orders")
+    run = demo_store.submit(orders.id, actor="setup")
+    at = open_app("drilldown", query={"execution": run.id})
+    no_exception(at)
+    assert any("Queued" in i and "refreshes by itself" in i for i in texts(at.info))
