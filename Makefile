@@ -7,7 +7,7 @@ PYTHON3 ?= python3
 PORT ?= 8501
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
-SRC = kpi_store pages tests bench dashboard.py
+SRC = kpi_store pages tests bench dashboard.py kpi_ui.py
 
 STAMP = $(VENV)/.installed
 

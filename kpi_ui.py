@@ -3,8 +3,8 @@
 Everything a page needs more than once lives here and nowhere else: the cached store
 and embedded worker, the sidebar identity, friendly errors, deep links, the typed
 parameter form, the paged result grid, the timeline charts, status badges and KPI cards.
-Pages call only the ``KPIStore`` API; this module adds presentation and nothing else
-(the one exception is :func:`rag_status`, see its docstring).
+Pages call only the ``KPIStore`` API; this module adds presentation and nothing else.
+
 """
 
 from __future__ import annotations
@@ -414,25 +414,6 @@ def status_badge(status: str) -> None:
     st.badge(label, color=colour, icon=icon)  # type: ignore[arg-type]
 
 
-def rag_status(kpi: KPI | Any, value: float | None) -> str | None:
-    """Red/amber/green for ``value`` against the KPI's target, direction and tolerance.
-
-    Green meets the target; amber misses it by at most ``tolerance_pct`` percent of the
-    target; red misses it by more. ``None`` without a target or a value.
-    (Business logic kept here until kpi_store offers it; see the report to the lead.)
-    """
-    if value is None or kpi.target is None:
-        return None
-    target = float(kpi.target)
-    margin = abs(target) * float(kpi.tolerance_pct or 0) / 100
-    shortfall = target - value if kpi.direction == "higher_is_better" else value - target
-    if shortfall <= 0:
-        return "green"
-    if shortfall <= margin:
-        return "amber"
-    return "red"
-
-
 def rag_badge(rag: str | None, has_target: bool = True) -> None:
     if rag is None:
         label = "Not run yet" if has_target else "No target"
@@ -459,7 +440,7 @@ def kpi_card(kpi: KPI, runs: Sequence[Execution]) -> None:
         head, badge = st.columns([3, 2], vertical_alignment="center")
         head.markdown(f"**{kpi.name}**")
         with badge:
-            rag_badge(rag_status(kpi, value), kpi.target is not None)
+            rag_badge(kpi.rag_status(value), kpi.target is not None)
         delta = None
         if latest is not None and previous is not None:
             change = latest.value - previous.value
@@ -602,23 +583,6 @@ def export_bytes(store: KPIStore, execution_id: int, actor: str, excel: bool = F
     buffer = io.BytesIO()
     store.export_csv(execution_id, buffer, actor=actor, excel=excel)
     return buffer.getvalue()
-
-
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def page_csv(frame: pd.DataFrame, excel: bool = False) -> bytes:
-    """One page of rows as CSV bytes; ``excel`` adds a BOM and defuses formula-like text."""
-    if excel:
-        frame = frame.copy()
-        for column in frame.columns:
-            if not pd.api.types.is_numeric_dtype(frame[column]):
-                frame[column] = frame[column].map(
-                    lambda v: (
-                        f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_PREFIXES) else v
-                    )
-                )
-    return frame.to_csv(index=False).encode("utf-8-sig" if excel else "utf-8")
 
 
 def deferred(function: Callable[..., bytes], *args: Any, **kwargs: Any) -> Callable[[], bytes]:

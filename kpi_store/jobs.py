@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -75,6 +76,29 @@ def list_executions(
     if limit is not None:
         query = query.limit(limit)
     return [to_execution(row) for row in connection.execute(query)]
+
+
+def latest_runs(
+    connection: sa.engine.Connection, kpi_ids: Iterable[int] | None, per_kpi: int
+) -> dict[int, list[Execution]]:
+    rank = (
+        sa.func.row_number()
+        .over(partition_by=executions.c.kpi_id, order_by=executions.c.id.desc())
+        .label("rank")
+    )
+    ranked = sa.select(executions, rank)
+    if kpi_ids is not None:
+        ranked = ranked.where(executions.c.kpi_id.in_(list(kpi_ids)))
+    ranked = ranked.subquery()
+    query = (
+        sa.select(*(ranked.c[c.name] for c in executions.columns))
+        .where(ranked.c.rank <= per_kpi)
+        .order_by(ranked.c.kpi_id, ranked.c.id.desc())
+    )
+    runs: dict[int, list[Execution]] = {}
+    for row in connection.execute(query):
+        runs.setdefault(row.kpi_id, []).append(to_execution(row))
+    return runs
 
 
 def runnable_kpi(connection: sa.engine.Connection, kpi_id: int) -> KPI:

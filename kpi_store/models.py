@@ -22,6 +22,11 @@ ExecutionStatus = Literal["pending", "running", "success", "failed", "timeout", 
 
 FINISHED_STATUSES: frozenset[str] = frozenset({"success", "failed", "timeout", "cancelled"})
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Stored as plain text (the rest of a definition is JSON, where U+0000 is escaped).
+TEXT_COLUMNS = ("name", "description", "nl_definition", "data_source", "sql", "value_column")
+TEXT_COLUMNS += ("unit", "owner")
+NUL = "\x00"
+NUL_MESSAGE = "cannot contain the NUL character (U+0000)"
 
 
 class ParameterSpec(BaseModel):
@@ -98,6 +103,13 @@ class KPISpec(BaseModel):
     def _blank_is_none(cls, value: str | None) -> str | None:
         return (value or "").strip() or None
 
+    @field_validator(*TEXT_COLUMNS)
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and NUL in value:  # PostgreSQL text cannot hold it; SQLite can
+            raise ValueError(NUL_MESSAGE)
+        return value
+
     @field_validator("tags")
     @classmethod
     def _clean_tags(cls, value: list[str]) -> list[str]:
@@ -136,6 +148,19 @@ class KPI(KPISpec):
 
     def spec(self) -> KPISpec:
         return KPISpec(**{f: getattr(self, f) for f in SPEC_FIELDS})
+
+    def rag_status(self, value: float | None) -> str | None:
+        """ "green" when ``value`` meets the target, "amber" when it misses by at most
+        ``tolerance_pct`` percent of the target, else "red"; None without target or value."""
+        if value is None or self.target is None:
+            return None
+        margin = abs(self.target) * self.tolerance_pct / 100
+        shortfall = (
+            self.target - value if self.direction == "higher_is_better" else value - self.target
+        )
+        if shortfall <= 0:
+            return "green"
+        return "amber" if shortfall <= margin else "red"
 
 
 class KPIVersion(BaseModel):

@@ -220,6 +220,17 @@ def write_csv(
     return _write_csv_text(engine, execution, text, excel)
 
 
+def csv_bytes(header: list[str], rows: list[list[Any]], excel: bool = False) -> bytes:
+    """A small table (one page, a filtered log) as CSV bytes, quoted like the export."""
+    handle = io.StringIO()
+    if excel:
+        handle.write("\ufeff")
+    writer = csv.writer(handle, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows([_csv_cell(v, excel) for v in row] for row in rows)
+    return handle.getvalue().encode("utf-8")
+
+
 def _write_csv_text(
     engine: sa.engine.Engine, execution: Execution, handle: IO[str], excel: bool
 ) -> int:

@@ -299,6 +299,13 @@ class KPIStore:
         with db.read_tx(self.engine) as connection:
             return jobs.list_executions(connection, kpi_id, status, limit, batch_id)
 
+    def latest_runs(
+        self, kpi_ids: Iterable[int] | None = None, per_kpi: int = 20
+    ) -> dict[int, list[Execution]]:
+        """The newest ``per_kpi`` runs of each KPI (newest first), in one query."""
+        with db.read_tx(self.engine) as connection:
+            return jobs.latest_runs(connection, kpi_ids, per_kpi)
+
     def preview_query(
         self,
         data_source: str,
@@ -354,6 +361,30 @@ class KPIStore:
                 details={"execution_id": execution_id, "rows": count, "excel": excel},
             )
         return count
+
+    def page_csv(
+        self, execution_id: int, page: int = 1, page_size: int = 50, excel: bool = False
+    ) -> bytes:
+        """One page of a run's rows as CSV bytes, quoted and escaped like ``export_csv``."""
+        result = self.result_page(execution_id, page, page_size)
+        return results.csv_bytes([c.name for c in result.columns], result.rows, excel)
+
+    def audit_csv(self, entries: Iterable[AuditEntry], excel: bool = True) -> bytes:
+        """Audit entries (e.g. a filtered ``audit_log``) as CSV bytes."""
+        header = ["id", "occurred_at", "actor", "action", "kpi_id", "entity", "details"]
+        rows = [
+            [
+                e.id,
+                e.occurred_at.isoformat(),
+                e.actor,
+                e.action,
+                e.kpi_id,
+                e.entity,
+                db.dumps(e.details),
+            ]
+            for e in entries
+        ]
+        return results.csv_bytes(header, rows, excel)
 
     # -- demo and uploads -----------------------------------------------------------
 

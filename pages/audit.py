@@ -125,7 +125,7 @@ st.dataframe(
 
 st.download_button(
     "Export these entries as CSV",
-    data=ui.deferred(ui.page_csv, frame, excel=True),
+    data=ui.deferred(store.audit_csv, entries),
     file_name=f"kpi-audit-{dt.date.today().isoformat()}.csv",
     mime="text/csv",
     icon=":material/download:",

@@ -194,7 +194,7 @@ downloads.download_button(
 )
 downloads.download_button(
     f"Download this page ({len(frame):,} rows)",
-    data=ui.page_csv(frame, excel),
+    data=ui.deferred(store.page_csv, run.id, page, size, excel),
     file_name=f"{safe}-run-{run.id}-page-{page}.csv",
     mime="text/csv",
     icon=":material/download:",

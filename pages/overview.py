@@ -117,7 +117,7 @@ if not shown:
 
 recent = {}
 with ui.friendly_errors():
-    recent = {k.id: store.executions(kpi_id=k.id, limit=20) for k in shown}
+    recent = store.latest_runs([k.id for k in shown], per_kpi=20)
 
 counts = {"green": 0, "amber": 0, "red": 0, None: 0}
 never = 0
@@ -125,7 +125,7 @@ for k in shown:
     latest = next((r for r in recent.get(k.id, []) if r.status == "success"), None)
     if latest is None:
         never += 1
-    counts[ui.rag_status(k, latest.value if latest else None)] += 1
+    counts[k.rag_status(latest.value if latest else None)] += 1
 
 s = st.columns(4)
 s[0].metric("On target", counts["green"], border=True)

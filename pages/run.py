@@ -127,7 +127,7 @@ def run_summary(execution: Execution) -> None:
             m[2].metric("Duration", ui.format_duration(execution.execution_time_ms))
             m[3].metric("Attempts", execution.attempts)
             if kpi is not None:
-                rag = ui.rag_status(kpi, execution.value)
+                rag = kpi.rag_status(execution.value)
                 target = ui.format_value(kpi.target, unit) if kpi.target is not None else "none"
                 label = ui.RAG_STYLE[rag][0] if rag else "No target"
                 st.caption(f"Target {target} · {label}")

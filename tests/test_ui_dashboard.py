@@ -94,10 +94,10 @@ def test_format_helpers():
 def test_rag_status_follows_direction_and_tolerance(demo_store):
     kpis = {k.name: k for k in demo_store.list_kpis()}
     revenue, returns = kpis["Revenue"], kpis["Return Rate"]  # targets 5.25M / 6.5 %
-    assert kpi_ui.rag_status(revenue, 5_300_000) == "green"
-    assert kpi_ui.rag_status(revenue, 5_000_000) == "amber"
-    assert kpi_ui.rag_status(revenue, 4_000_000) == "red"
-    assert kpi_ui.rag_status(returns, 6.0) == "green"
-    assert kpi_ui.rag_status(returns, 7.0) == "amber"
-    assert kpi_ui.rag_status(returns, 8.0) == "red"
-    assert kpi_ui.rag_status(returns, None) is None
+    assert revenue.rag_status(5_300_000) == "green"
+    assert revenue.rag_status(5_000_000) == "amber"
+    assert revenue.rag_status(4_000_000) == "red"
+    assert returns.rag_status(6.0) == "green"
+    assert returns.rag_status(7.0) == "amber"
+    assert returns.rag_status(8.0) == "red"
+    assert returns.rag_status(None) is None
