@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 MAX_PAGE_SIZE = 1_000
 EXPORT_CHUNK_ROWS = 5_000
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# JSON values the csv module would not write as we want (None it writes as "" already).
+_NEEDS_CONVERSION = frozenset({bool, dict, list})
 
 
 class LostOwnership(Exception):
@@ -52,6 +54,15 @@ def insert_rows(
         ):
             for number, data in zip(numbers, encoded, strict=True):
                 copy.write_row((execution_id, number, data))
+        return
+    if connection.dialect.name == "sqlite":
+        # The driver directly, inside the transaction SQLAlchemy began, fed by a generator:
+        # no list of 20,000 parameter tuples (which also kept the cyclic GC busy).
+        connection.connection.driver_connection.executemany(
+            "INSERT INTO kpi_execution_result_rows (execution_id, row_number, row_data) "
+            "VALUES (?, ?, ?)",
+            zip(repeat(execution_id), numbers, encoded),
+        )
         return
     marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
     connection.exec_driver_sql(
@@ -105,7 +116,8 @@ def _stored_rows(
         )
         .order_by(rows_table.c.row_number)
     )
-    return [orjson.loads(data) for data in connection.execute(query).scalars()]
+    loads = orjson.loads
+    return [loads(data) for data in connection.execute(query).scalars().all()]
 
 
 def _require_success(execution: Execution) -> None:
@@ -240,8 +252,11 @@ def _write_csv_text(
     writer.writerow([c.name for c in execution.columns])
     count = 0
     buffer: list[list[Any]] = []
+    plain = _NEEDS_CONVERSION.isdisjoint
     for row in iter_rows(engine, execution):
-        buffer.append([_csv_cell(v, excel) for v in row])
+        if excel or not plain(map(type, row)):
+            row = [_csv_cell(v, excel) for v in row]
+        buffer.append(row)
         if len(buffer) >= EXPORT_CHUNK_ROWS:
             writer.writerows(buffer)
             count += len(buffer)
