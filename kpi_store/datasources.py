@@ -12,6 +12,7 @@ import pathlib
 import re
 import sqlite3
 import threading
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -24,6 +25,7 @@ from .schema import kpi_definitions
 # Short, so a locked source is retried with backoff (and logged) rather than waited on.
 SQLITE_SOURCE_BUSY_S = 1.0
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_PG_READ_ONLY = "-c default_transaction_read_only=on"
 
 
 def sqlite_path(url: sa.engine.URL) -> pathlib.Path:
@@ -56,16 +58,51 @@ def read_only_engine(url: str) -> sa.engine.Engine:
         return sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
     try:
         if backend == "postgresql":
-            return sa.create_engine(
+            options = parsed.query.get("options")
+            engine = sa.create_engine(
                 parsed,
                 pool_pre_ping=True,
                 pool_size=5,
                 max_overflow=10,
-                connect_args={"options": "-c default_transaction_read_only=on"},
+                pool_reset_on_return=None,  # _read_only_sessions resets more thoroughly
+                connect_args={
+                    "options": f"{options} {_PG_READ_ONLY}" if options else _PG_READ_ONLY,
+                    # DISCARD ALL drops prepared statements behind psycopg's back.
+                    "prepare_threshold": None,
+                },
             )
+            _read_only_sessions(engine)
+            return engine
         return sa.create_engine(parsed, pool_pre_ping=True)
     except (sa.exc.ArgumentError, ImportError, sa.exc.NoSuchModuleError) as error:
         raise DataSourceError(f"Cannot use data source URL '{mask_url(url)}': {error}") from None
+
+
+def _read_only_sessions(engine: sa.engine.Engine) -> None:
+    """PostgreSQL: every transaction read-only, every pooled session reset on check-in.
+
+    The session default alone is not a wall: a KPI may run the read-only statement
+    ``SELECT set_config('default_transaction_read_only', 'off', false)`` (or move
+    ``search_path``), and the pooled session would keep that for the next KPI or preview.
+    So each transaction is made read-only explicitly, and a connection going back to the
+    pool is rolled back and ``DISCARD ALL``-ed (settings, advisory locks, temporary tables,
+    prepared statements: which is why psycopg must not prepare any).
+    """
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin_read_only(connection: sa.engine.Connection) -> None:
+        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+
+    @sa.event.listens_for(engine, "reset")
+    def _reset_session(dbapi_connection: Any, _record: Any, reset_state: Any) -> None:
+        if reset_state.terminate_only:
+            return  # about to be closed: nothing to reset
+        dbapi_connection.rollback()
+        dbapi_connection.autocommit = True  # DISCARD ALL cannot run inside a transaction
+        try:
+            dbapi_connection.execute("DISCARD ALL")
+        finally:
+            dbapi_connection.autocommit = False
 
 
 def test_connection(engine: sa.engine.Engine, name: str) -> None:
@@ -116,7 +153,9 @@ def get(connection: sa.engine.Connection, name: str) -> DataSource:
 
 
 def all_sources(connection: sa.engine.Connection) -> list[DataSource]:
-    return [_to_record(r) for r in connection.execute(sa.select(table).order_by(table.c.name))]
+    """Every source by name, code point by code point (not by the database's collation)."""
+    records = [_to_record(r) for r in connection.execute(sa.select(table))]
+    return sorted(records, key=lambda source: source.name)
 
 
 def add(engine: sa.engine.Engine, name: str, url: str, actor: str) -> DataSource:

@@ -57,7 +57,15 @@ def create_store_engine(url: str) -> sa.engine.Engine:
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    return sa.create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # READ COMMITTED whatever the server's default: each statement must see what committed
+    # before it (the newest audit entry once the chain's lock is held, a job's status).
+    return sa.create_engine(
+        parsed,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+        isolation_level="READ COMMITTED",
+    )
 
 
 def _sqlite_engine(url: sa.engine.URL) -> sa.engine.Engine:

@@ -17,7 +17,16 @@ import sqlalchemy as sa
 from . import audit, db
 from . import datasources as sources
 from .errors import ExecutionError, NotFoundError, ValidationError, VersionConflictError
-from .models import KPI, SPEC_FIELDS, FieldDiff, KPISpec, KPIVersion, VersionDiff
+from .models import (
+    KPI,
+    NUL,
+    NUL_MESSAGE,
+    SPEC_FIELDS,
+    FieldDiff,
+    KPISpec,
+    KPIVersion,
+    VersionDiff,
+)
 from .schema import kpi_definition_history as history
 from .schema import kpi_definitions as table
 from .schema import kpi_execution_results as executions
@@ -113,12 +122,14 @@ def list_kpis(
     """KPIs by name; ``search`` matches name, descriptions, owner or a tag, any case.
 
     Matching happens in Python: a catalogue is hundreds of KPIs, and SQL's lower() is
-    ASCII-only on SQLite.
+    ASCII-only on SQLite. So does sorting (by case-folded name, code point by code point):
+    PostgreSQL would sort by its database's collation, which differs between servers.
     """
-    query = sa.select(table).order_by(table.c.name_key, table.c.id)
+    query = sa.select(table)
     if not include_archived:
         query = query.where(table.c.status == "active")
     kpis = [_to_kpi(row) for row in connection.execute(query)]
+    kpis.sort(key=lambda kpi: (name_key(kpi.name), kpi.id))
     if search and search.strip():
         needle = search.strip().casefold()
         kpis = [k for k in kpis if needle in _searchable_text(k)]
@@ -211,6 +222,8 @@ def update(
     action: str = audit.UPDATE,
 ) -> KPI:
     """Save a new version made of the current one plus ``changes``."""
+    if NUL in (note or ""):
+        raise ValidationError(f"The note {NUL_MESSAGE}.", {"note": NUL_MESSAGE})
     with _name_taken_as_validation(), db.write_tx(engine) as connection:
         current = _to_kpi(_row(connection, kpi_id))
         if current.version != expected_version:

@@ -150,8 +150,11 @@ class KPI(KPISpec):
         return KPISpec(**{f: getattr(self, f) for f in SPEC_FIELDS})
 
     def rag_status(self, value: float | None) -> str | None:
-        """ "green" when ``value`` meets the target, "amber" when it misses by at most
-        ``tolerance_pct`` percent of the target, else "red"; None without target or value."""
+        """Red, amber or green for ``value`` against the target.
+
+        Green meets the target; amber misses it by at most ``tolerance_pct`` percent of
+        the target; red misses it by more. None without a target or a value.
+        """
         if value is None or self.target is None:
             return None
         margin = abs(self.target) * self.tolerance_pct / 100

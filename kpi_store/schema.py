@@ -25,7 +25,8 @@ kpi_definitions = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(200), nullable=False),
     # casefold(name): what "unique among active KPIs" compares, the same on every database.
-    sa.Column("name_key", sa.String(200), nullable=False),
+    # Up to three characters per name character (migration 0002).
+    sa.Column("name_key", sa.String(600), nullable=False),
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("nl_definition", sa.Text, nullable=False),
     sa.Column("data_source", sa.String(100), sa.ForeignKey("data_sources.name"), nullable=False),

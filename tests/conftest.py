@@ -1,4 +1,14 @@
-"""Shared fixtures: a real SQLite source database and a fresh KPIStore per test."""
+"""Shared fixtures: a real SQLite source database and a fresh KPIStore per test.
+
+Every test that uses ``store`` or ``store_url`` runs twice: on a SQLite store file
+(``[sqlite]``) and on an empty PostgreSQL database of its own (``[postgresql]``, marked
+``postgres``, so ``-m "not postgres"`` leaves it out). The PostgreSQL server comes from
+``KPI_TEST_POSTGRES_URL``; without it the PostgreSQL half is skipped, unless
+``KPI_TEST_REQUIRE_POSTGRES=1``, which turns that into a failure (see ``pg_helpers``).
+
+A test that is about SQLite itself (it opens the store file with ``sqlite3``, say) runs
+only on SQLite: mark it ``@pytest.mark.sqlite_only``, or name it ``test_sqlite_...``.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +20,74 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from pg_helpers import PostgresServer, ServerProbe
 
 from kpi_store import KPIStore
 
 REGIONS = ("north", "south", "east", "west")
+STORE_KINDS = ("sqlite", "postgresql")
+SQLITE_ONLY_PREFIX = "test_sqlite_"
+
+_POSTGRES = ServerProbe()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only: run only on the SQLite store (the test uses SQLite itself)"
+    )
+    config.addinivalue_line("markers", "postgres: tests against a real PostgreSQL server")
+
+
+def is_sqlite_only(definition: pytest.Function | Any) -> bool:
+    return definition.get_closest_marker("sqlite_only") is not None or definition.name.startswith(
+        SQLITE_ONLY_PREFIX
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test that needs a store on each kind of store database."""
+    if "store_url" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+        if isinstance(names, str):
+            names = [name.strip() for name in names.split(",")]
+        if "store_url" in names:
+            return  # the test chose its stores itself
+    kinds = ["sqlite"] if is_sqlite_only(metafunc.definition) else list(STORE_KINDS)
+    metafunc.parametrize(
+        "store_url",
+        [
+            pytest.param(kind, marks=[pytest.mark.postgres] if kind == "postgresql" else [])
+            for kind in kinds
+        ],
+        indirect=True,
+        ids=kinds,
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Whatever asks for the PostgreSQL server directly is a ``postgres`` test too."""
+    for item in items:
+        if "postgres_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _POSTGRES.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> PostgresServer:
+    """The PostgreSQL test server (skips, or fails when required, if there is none)."""
+    return _POSTGRES.get()
+
+
+@pytest.fixture()
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test alone, dropped afterwards."""
+    with postgres_server.database() as url:
+        yield url
 
 
 @pytest.fixture()
@@ -38,9 +112,18 @@ def source_db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def store_url(tmp_path: Path) -> str:
-    """The store database URL; parametrise this fixture to run against another server."""
-    return f"sqlite:///{tmp_path}/store.db"
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store database URL: a SQLite file in ``tmp_path``, or a fresh PostgreSQL database.
+
+    Parametrised by ``pytest_generate_tests`` above (``[sqlite]`` / ``[postgresql]``).
+    """
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path}/store.db"
+        return
+    server = request.getfixturevalue("postgres_server")
+    with server.database() as url:
+        yield url
 
 
 @pytest.fixture()

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
-from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from kpi_store import KPI, ValidationError, VersionConflictError
 
@@ -221,26 +220,21 @@ def test_entries_are_chained(store, busy_log):
         assert entry.prev_hash == previous.entry_hash
 
 
-def sqlite_file(store) -> Path:
-    return Path(store.engine.url.database)
+def tamper(store, sql: str, **params) -> None:
+    """Change the log behind the store's back: a plain connection, no API, no new hash."""
+    with store.engine.begin() as connection:
+        connection.execute(sa.text(sql), params)
 
 
-def tamper(store, sql: str, *params) -> None:
-    connection = sqlite3.connect(sqlite_file(store))
-    with connection:
-        connection.execute(sql, params)
-    connection.close()
-
-
-def test_sqlite_edited_details_are_detected_at_that_entry(store, busy_log):
+def test_edited_details_are_detected_at_that_entry(store, busy_log):
     target = all_entries(store)[3]
     forged = target.details["changes"]["target"] | {"after": 99.0}
     assert target.actor == "bob" and forged != target.details["changes"]["target"]
     tamper(
         store,
-        "UPDATE kpi_audit_log SET details = ? WHERE id = ?",
-        json.dumps({**target.details, "changes": {"target": forged}}),
-        target.id,
+        "UPDATE kpi_audit_log SET details = :details WHERE id = :id",
+        details=json.dumps({**target.details, "changes": {"target": forged}}),
+        id=target.id,
     )
     result = store.verify_audit()
     assert not result.ok
@@ -248,31 +242,38 @@ def test_sqlite_edited_details_are_detected_at_that_entry(store, busy_log):
     assert str(target.id) in result.reason
 
 
-def test_sqlite_edited_actor_of_newest_entry_is_detected(store, busy_log):
+def test_edited_actor_of_newest_entry_is_detected(store, busy_log):
     newest = all_entries(store)[0]
-    tamper(store, "UPDATE kpi_audit_log SET actor = 'mallory' WHERE id = ?", newest.id)
+    tamper(store, "UPDATE kpi_audit_log SET actor = 'mallory' WHERE id = :id", id=newest.id)
     assert store.verify_audit().first_broken_id == newest.id
 
 
-def test_sqlite_deleted_middle_entry_is_detected_at_its_successor(store, busy_log):
+def test_deleted_middle_entry_is_detected_at_its_successor(store, busy_log):
     oldest_first = list(reversed(all_entries(store)))
     removed, successor = oldest_first[3], oldest_first[4]
-    tamper(store, "DELETE FROM kpi_audit_log WHERE id = ?", removed.id)
+    tamper(store, "DELETE FROM kpi_audit_log WHERE id = :id", id=removed.id)
     result = store.verify_audit()
     assert not result.ok
     assert result.first_broken_id == successor.id
     assert result.checked == 3
 
 
-def test_sqlite_rehashed_entry_still_breaks_the_chain_after_it(store, busy_log):
+def test_rehashed_entry_still_breaks_the_chain_after_it(store, busy_log):
     """Recomputing a forged entry's own hash is not enough: the next entry no longer fits."""
     oldest_first = list(reversed(all_entries(store)))
     forged, successor = oldest_first[2], oldest_first[3]
-    tamper(store, "UPDATE kpi_audit_log SET entry_hash = ? WHERE id = ?", "f" * 64, forged.id)
+    tamper(
+        store, "UPDATE kpi_audit_log SET entry_hash = :h WHERE id = :id", h="f" * 64, id=forged.id
+    )
     result = store.verify_audit()
     assert result.first_broken_id == forged.id
     tamper(
-        store, "UPDATE kpi_audit_log SET entry_hash = ? WHERE id = ?", forged.entry_hash, forged.id
+        store,
+        "UPDATE kpi_audit_log SET entry_hash = :h WHERE id = :id",
+        h=forged.entry_hash,
+        id=forged.id,
     )
-    tamper(store, "UPDATE kpi_audit_log SET prev_hash = ? WHERE id = ?", "e" * 64, successor.id)
+    tamper(
+        store, "UPDATE kpi_audit_log SET prev_hash = :h WHERE id = :id", h="e" * 64, id=successor.id
+    )
     assert store.verify_audit().first_broken_id == successor.id
