@@ -321,6 +321,9 @@ def set_status(engine: sa.engine.Engine, kpi_id: int, actor: str, status: str) -
 def delete(engine: sa.engine.Engine, kpi_id: int, actor: str) -> None:
     """Remove a KPI with its history and runs; the audit log keeps its last definition."""
     with db.write_tx(engine) as connection:
+        # Lock the definition first (PostgreSQL): a run being queued for it either
+        # commits before we count, or waits and then finds the KPI gone.
+        connection.execute(sa.select(table.c.id).where(table.c.id == kpi_id).with_for_update())
         current = _to_kpi(_row(connection, kpi_id))
         active_runs = connection.execute(
             sa.select(sa.func.count())

@@ -25,6 +25,7 @@ from .config import Settings
 from .errors import ExecutionError, KPIStoreError, NotFoundError, ValidationError
 from .execution import Job, RunControl, Runner
 from .models import KPI, Execution
+from .schema import kpi_definitions as kpi_table
 from .schema import kpi_execution_results as executions
 from .validation import bind_parameters
 from .values import to_json_value
@@ -102,6 +103,10 @@ def latest_runs(
 
 
 def runnable_kpi(connection: sa.engine.Connection, kpi_id: int) -> KPI:
+    # A shared lock on the definition (PostgreSQL) so a concurrent delete waits for us.
+    connection.execute(
+        sa.select(kpi_table.c.id).where(kpi_table.c.id == kpi_id).with_for_update(read=True)
+    )
     kpi = definitions.get(connection, kpi_id)
     if kpi.status != "active":
         raise ValidationError(f"KPI '{kpi.name}' is archived and cannot run.")
@@ -256,8 +261,7 @@ def recover_stale(engine: sa.engine.Engine, heartbeat_timeout_s: float) -> list[
         executions.c.status == "running",
         sa.or_(executions.c.heartbeat_at.is_(None), executions.c.heartbeat_at < cutoff),
     )
-    recovered = []
-    with db.write_tx(engine) as connection:
+    with db.read_tx(engine) as connection:
         rows = connection.execute(
             sa.select(
                 executions.c.id,
@@ -267,45 +271,48 @@ def recover_stale(engine: sa.engine.Engine, heartbeat_timeout_s: float) -> list[
                 executions.c.cancel_requested,
             ).where(stale_filter)
         ).all()
-        for row in rows:
-            if row.cancel_requested:  # asked to stop before its worker died: don't revive it
-                values = dict(
-                    status="cancelled",
-                    error="Cancelled before it finished.",
-                    finished_at=db.utcnow(),
-                )
-            elif row.requeue_count < MAX_REQUEUES:
-                values = dict(
-                    status="pending",
-                    worker_id=None,
-                    started_at=None,
-                    rows_read=0,
-                    requeue_count=row.requeue_count + 1,
-                )
-            else:
-                values = dict(status="failed", error=WORKER_LOST, finished_at=db.utcnow())
-            changed = connection.execute(
-                executions.update().where(executions.c.id == row.id, stale_filter).values(**values)
-            ).rowcount
-            if changed != 1:  # a heartbeat landed meanwhile (PostgreSQL): the run is alive
-                continue
-            results.delete_rows(connection, row.id)
-            if values["status"] != "pending":
-                audit.append(
-                    connection,
-                    actor=row.requested_by,
-                    action=audit.EXECUTE,
-                    kpi_id=row.kpi_id,
-                    entity=f"execution:{row.id}",
-                    details={
-                        "execution_id": row.id,
-                        "status": values["status"],
-                        "error": values["error"],
-                    },
-                )
-            log.warning("run %s: its worker stopped beating; now %s", row.id, values["status"])
-            recovered.append(row.id)
-    return recovered
+    # One short transaction per run: the audit lock is never held across runs, so a
+    # worker finishing one of them cannot deadlock with this pass.
+    return [row.id for row in rows if _recover_one(engine, row, stale_filter)]
+
+
+def _recover_one(engine: sa.engine.Engine, row: sa.Row, stale_filter: Any) -> bool:
+    if row.cancel_requested:  # asked to stop before its worker died: don't revive it
+        values = dict(status="cancelled", error="Cancelled before it finished.")
+    elif row.requeue_count < MAX_REQUEUES:
+        values = dict(
+            status="pending",
+            worker_id=None,
+            started_at=None,
+            rows_read=0,
+            requeue_count=row.requeue_count + 1,
+        )
+    else:
+        values = dict(status="failed", error=WORKER_LOST)
+    if values["status"] != "pending":
+        values["finished_at"] = db.utcnow()
+    with db.write_tx(engine) as connection:
+        changed = connection.execute(
+            executions.update().where(executions.c.id == row.id, stale_filter).values(**values)
+        ).rowcount
+        if changed != 1:  # a heartbeat landed meanwhile (PostgreSQL): the run is alive
+            return False
+        results.delete_rows(connection, row.id)
+        if values["status"] != "pending":
+            audit.append(
+                connection,
+                actor=row.requested_by,
+                action=audit.EXECUTE,
+                kpi_id=row.kpi_id,
+                entity=f"execution:{row.id}",
+                details={
+                    "execution_id": row.id,
+                    "status": values["status"],
+                    "error": values["error"],
+                },
+            )
+    log.warning("run %s: its worker stopped beating; now %s", row.id, values["status"])
+    return True
 
 
 # -- runs in progress in this process ----------------------------------------------------------

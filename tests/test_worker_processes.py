@@ -77,8 +77,12 @@ def test_fifty_jobs_on_two_worker_processes_each_run_exactly_once(
         {
             "name": "Tagged sales",
             "data_source": "shop",
-            "sql": "SELECT :tag AS tag, id, region, amount FROM sales\n"
-            "WHERE id <= :upto ORDER BY id",
+            # The spin makes each job take tens of milliseconds, so one process cannot
+            # drain the queue before the other's next poll.
+            "sql": "WITH RECURSIVE spin(n) AS "
+            "(SELECT 1 UNION ALL SELECT n + 1 FROM spin WHERE n < 200000)\n"
+            "SELECT :tag AS tag, id, region, amount FROM sales\n"
+            "WHERE id <= :upto AND (SELECT max(n) FROM spin) > 0 ORDER BY id",
             "parameters": [
                 {"name": "tag", "type": "int", "default": 0},
                 {"name": "upto", "type": "int", "default": 48},
