@@ -359,16 +359,13 @@ class Runner:
 
     def _record_attempt(self, job: Job, attempts: int) -> None:
         with db.write_tx(self.engine) as connection:
-            owned = connection.execute(
-                executions.update()
-                .where(
-                    executions.c.id == job.execution_id,
-                    executions.c.status == "running",
-                    executions.c.worker_id == job.worker_id,
-                )
-                .values(attempts=attempts, heartbeat_at=db.utcnow())
-            ).rowcount
-            if owned != 1:
+            if not results.update_owned(
+                connection,
+                job.execution_id,
+                job.worker_id,
+                attempts=attempts,
+                heartbeat_at=db.utcnow(),
+            ):
                 raise results.LostOwnership(job.execution_id)
 
     def _attempt(self, job: Job, control: RunControl) -> Outcome:
@@ -461,11 +458,7 @@ class Runner:
         with db.write_tx(self.engine) as connection:
             owned = connection.execute(  # another worker may hold the run now: keep its rows
                 sa.select(executions.c.id)
-                .where(
-                    executions.c.id == job.execution_id,
-                    executions.c.status == "running",
-                    executions.c.worker_id == job.worker_id,
-                )
+                .where(results.owned_by(job.execution_id, job.worker_id))
                 .with_for_update()
             ).first()
             if owned is not None:
@@ -473,37 +466,31 @@ class Runner:
 
     def _requeue(self, job: Job) -> None:
         with db.write_tx(self.engine) as connection:
-            owned = connection.execute(
-                executions.update()
-                .where(
-                    executions.c.id == job.execution_id,
-                    executions.c.status == "running",
-                    executions.c.worker_id == job.worker_id,
-                )
-                .values(status="pending", worker_id=None, started_at=None, rows_read=0)
-            ).rowcount
-            if owned:
+            if results.update_owned(
+                connection,
+                job.execution_id,
+                job.worker_id,
+                status="pending",
+                worker_id=None,
+                started_at=None,
+                rows_read=0,
+            ):
                 results.delete_rows(connection, job.execution_id)
         log.info("run %s handed back to the queue", job.execution_id)
 
     def _finish(self, job: Job, values: dict[str, Any], started: float, details: dict) -> None:
         now = db.utcnow()
         with db.write_tx(self.engine) as connection:
-            owned = connection.execute(
-                executions.update()
-                .where(
-                    executions.c.id == job.execution_id,
-                    executions.c.status == "running",
-                    executions.c.worker_id == job.worker_id,
-                )
-                .values(
-                    **values,
-                    finished_at=now,
-                    heartbeat_at=now,
-                    execution_time_ms=round((time.monotonic() - started) * 1000, 3),
-                )
-            ).rowcount
-            if owned != 1:
+            owned = results.update_owned(
+                connection,
+                job.execution_id,
+                job.worker_id,
+                **values,
+                finished_at=now,
+                heartbeat_at=now,
+                execution_time_ms=round((time.monotonic() - started) * 1000, 3),
+            )
+            if not owned:
                 raise results.LostOwnership(job.execution_id)
             if values["status"] != "success":
                 results.delete_rows(connection, job.execution_id)

@@ -208,14 +208,14 @@ def claim_next(engine: sa.engine.Engine, worker_id: str) -> int | None:
 def release_claim(engine: sa.engine.Engine, execution_id: int, worker_id: str) -> None:
     """Hand a job this worker claimed but has not started back to the queue."""
     with db.write_tx(engine) as connection:
-        connection.execute(
-            executions.update()
-            .where(
-                executions.c.id == execution_id,
-                executions.c.status == "running",
-                executions.c.worker_id == worker_id,
-            )
-            .values(status="pending", worker_id=None, started_at=None, heartbeat_at=None)
+        results.update_owned(
+            connection,
+            execution_id,
+            worker_id,
+            status="pending",
+            worker_id=None,
+            started_at=None,
+            heartbeat_at=None,
         )
 
 
@@ -421,14 +421,14 @@ def _fail_unloadable(
     engine: sa.engine.Engine, execution_id: int, worker_id: str, message: str
 ) -> None:
     with db.write_tx(engine) as connection:
-        connection.execute(
-            executions.update()
-            .where(
-                executions.c.id == execution_id,
-                executions.c.worker_id == worker_id,
-                executions.c.status == "running",
-            )
-            .values(status="failed", error=message, finished_at=db.utcnow(), attempts=1)
+        results.update_owned(
+            connection,
+            execution_id,
+            worker_id,
+            status="failed",
+            error=message,
+            finished_at=db.utcnow(),
+            attempts=1,
         )
 
 

@@ -72,6 +72,23 @@ def insert_rows(
     )
 
 
+def owned_by(execution_id: int, worker_id: str) -> sa.ColumnElement[bool]:
+    """Matches the run only while ``worker_id`` holds it: the guard of every worker write."""
+    return sa.and_(
+        executions.c.id == execution_id,
+        executions.c.status == "running",
+        executions.c.worker_id == worker_id,
+    )
+
+
+def update_owned(
+    connection: sa.engine.Connection, execution_id: int, holder: str, /, **values: Any
+) -> bool:
+    """Set ``values`` on the run if ``holder`` still holds it; False when it does not."""
+    statement = executions.update().where(owned_by(execution_id, holder)).values(**values)
+    return connection.execute(statement).rowcount == 1
+
+
 def write_batch(
     engine: sa.engine.Engine,
     execution_id: int,
@@ -86,16 +103,9 @@ def write_batch(
     execution row until commit, on SQLite the write transaction already holds the lock.
     """
     with db.write_tx(engine) as connection:
-        owned = connection.execute(
-            executions.update()
-            .where(
-                executions.c.id == execution_id,
-                executions.c.status == "running",
-                executions.c.worker_id == worker_id,
-            )
-            .values(rows_read=rows_read, heartbeat_at=db.utcnow())
-        ).rowcount
-        if owned != 1:
+        if not update_owned(
+            connection, execution_id, worker_id, rows_read=rows_read, heartbeat_at=db.utcnow()
+        ):
             raise LostOwnership(execution_id)
         if encoded:
             insert_rows(connection, execution_id, first_row, encoded)
