@@ -41,6 +41,12 @@ def process_worker_id(label: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{label}"
 
 
+def new_holder(worker_id: str) -> str:
+    """A token for one claim of one run: threads of a worker never share it, so a run
+    re-queued and claimed again by the same worker has a new holder."""
+    return f"{worker_id}:{uuid.uuid4().hex[:8]}"
+
+
 # -- creating and reading executions -----------------------------------------------------
 
 
@@ -343,10 +349,11 @@ class ActiveRuns:
                 self._thread.start()
         return control
 
-    def end(self, execution_id: int) -> None:
+    def end(self, execution_id: int, worker_id: str) -> None:
         with self._lock:
-            self._controls.pop(execution_id, None)
-            self._owners.pop(execution_id, None)
+            if self._owners.get(execution_id) == worker_id:
+                self._controls.pop(execution_id, None)
+                self._owners.pop(execution_id, None)
 
     def control(self, execution_id: int) -> RunControl | None:
         with self._lock:
@@ -414,7 +421,7 @@ def run_claimed(
     try:
         runner.run(job, control)
     finally:
-        active.end(execution_id)
+        active.end(execution_id, worker_id)
 
 
 def _fail_unloadable(

@@ -7,6 +7,7 @@ read-only data-source engines, and delegates each concern to its module.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import pathlib
 from collections.abc import Iterable
@@ -38,6 +39,8 @@ from .validation import bind_parameters
 
 if TYPE_CHECKING:
     import pandas as pd
+
+log = logging.getLogger(__name__)
 
 
 class KPIStore:
@@ -161,6 +164,7 @@ class KPIStore:
         Bad input raises ValidationError before anything runs; a failing, timed-out or
         cancelled query does not raise: the returned run says what happened.
         """
+        holder = jobs.new_holder(self._now_worker_id)
         execution_id = jobs.create_execution(
             self.engine,
             self.settings,
@@ -168,10 +172,10 @@ class KPIStore:
             params,
             _actor(actor),
             mode="now",
-            worker_id=self._now_worker_id,
+            worker_id=holder,
             timeout_s=timeout_s,
         )
-        self.run_claimed(execution_id, self._now_worker_id)
+        self.run_claimed(execution_id, holder)
         return self.execution(execution_id)
 
     def execute_batch(
@@ -189,29 +193,32 @@ class KPIStore:
         kpi_ids = list(kpi_ids)
         batch_id = jobs.new_batch_id()
         errors: list[BatchError] = []
-        execution_ids: list[int] = []
+        claims: list[tuple[int, str]] = []
         for kpi_id in kpi_ids:
+            holder = jobs.new_holder(self._now_worker_id)
             try:
-                execution_ids.append(
-                    jobs.create_execution(
-                        self.engine,
-                        self.settings,
-                        kpi_id,
-                        self._params_for(kpi_id, params),
-                        actor,
-                        mode="now",
-                        worker_id=self._now_worker_id,
-                        batch_id=batch_id,
-                    )
+                execution_id = jobs.create_execution(
+                    self.engine,
+                    self.settings,
+                    kpi_id,
+                    self._params_for(kpi_id, params),
+                    actor,
+                    mode="now",
+                    worker_id=holder,
+                    batch_id=batch_id,
                 )
             except KPIStoreError as error:
                 errors.append(BatchError(kpi_id=kpi_id, message=str(error)))
-        if execution_ids:
-            parallel = max(1, min(max_parallel, len(execution_ids)))
+                continue
+            claims.append((execution_id, holder))
+        if claims:
+            parallel = max(1, min(max_parallel, len(claims)))
             with ThreadPoolExecutor(max_workers=parallel) as pool:
-                for execution_id in execution_ids:
-                    pool.submit(self.run_claimed, execution_id, self._now_worker_id)
-        runs = [self.execution(eid) for eid in execution_ids]
+                futures = [pool.submit(self.run_claimed, *claim) for claim in claims]
+            for future in futures:
+                if future.exception() is not None:
+                    log.error("a batch run ended with an unexpected error: %s", future.exception())
+        runs = [self.execution(eid) for eid, _ in claims]
         for run in runs:
             if run.status != "success":
                 errors.append(BatchError(kpi_id=run.kpi_id, message=run.error or run.status))

@@ -93,8 +93,9 @@ class Worker:
 
     def _serve(self) -> None:
         while not self._stopping.is_set():
+            holder = jobs.new_holder(self.worker_id)
             try:
-                execution_id = jobs.claim_next(self.store.engine, self.worker_id)
+                execution_id = jobs.claim_next(self.store.engine, holder)
             except sa.exc.SQLAlchemyError:
                 log.exception("could not claim a job; trying again")
                 execution_id = None
@@ -102,12 +103,12 @@ class Worker:
                 self._stopping.wait(self.poll_interval_s)
                 continue
             if self._stopping.is_set():  # claimed just as stop() began: not ours to start
-                jobs.release_claim(self.store.engine, execution_id, self.worker_id)
+                jobs.release_claim(self.store.engine, execution_id, holder)
                 return
             with self._held_lock:
                 self._held.add(execution_id)
             try:
-                self.store.run_claimed(execution_id, self.worker_id)
+                self.store.run_claimed(execution_id, holder)
             except Exception:
                 log.exception("run %s ended with an unexpected error", execution_id)
             finally:

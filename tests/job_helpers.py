@@ -329,3 +329,8 @@ if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] != "worker":
         sys.exit(__doc__)
     sys.exit(_run_worker(sys.argv[2:]))
+
+
+def held_by(holder: str | None, worker_id: str) -> bool:
+    """Whether a run's holder token is one of ``worker_id``'s claims (``worker_id:token``)."""
+    return bool(holder) and holder.startswith(worker_id + ":")

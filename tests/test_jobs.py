@@ -7,6 +7,7 @@ The multi-process behaviour (claiming across processes, SIGKILL) is in
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 import threading
 import time
@@ -625,3 +626,26 @@ def test_a_worker_that_lost_its_run_does_not_wipe_the_new_owner_s_rows_on_retry(
     assert (held.status, held.worker_id) == ("running", "B")
     assert held.attempts == (0 if lost == "before-its-attempt" else 1)
     assert stored_rows(store, run.id) == (2, 1, 2)
+
+
+def test_a_run_claimed_again_by_the_same_worker_refuses_the_old_claims_writes(
+    store: KPIStore, kpi_spec: Callable[..., dict[str, Any]]
+) -> None:
+    kpi = store.create_kpi(kpi_spec(), "ann")
+    run = store.submit(kpi.id, actor="ann")
+    first = jobs.new_holder("worker-1")
+    assert jobs.claim_next(store.engine, first) == run.id
+    with db.write_tx(store.engine) as connection:  # its heartbeat went stale
+        connection.execute(
+            executions.update()
+            .where(executions.c.id == run.id)
+            .values(heartbeat_at=db.utcnow() - dt.timedelta(minutes=5))
+        )
+    assert jobs.recover_stale(store.engine, heartbeat_timeout_s=30) == [run.id]
+    second = jobs.new_holder("worker-1")  # another thread of the same worker
+    assert jobs.claim_next(store.engine, second) == run.id
+
+    with pytest.raises(results.LostOwnership):
+        results.write_batch(store.engine, run.id, first, 1, ["[1]"], 1)
+    results.write_batch(store.engine, run.id, second, 1, ["[2]"], 1)
+    assert store.execution(run.id).worker_id == second

@@ -605,7 +605,7 @@ WORKER_SQL = (
 def test_three_worker_processes_run_200_jobs_exactly_once_with_one_killed_mid_way(
     pg_store: KPIStore, postgres_url: str, tmp_path: Path
 ) -> None:
-    from job_helpers import WorkerProcess
+    from job_helpers import WorkerProcess, held_by
 
     kpi_ids = [
         pg_store.create_kpi(
@@ -655,7 +655,7 @@ def test_three_worker_processes_run_200_jobs_exactly_once_with_one_killed_mid_wa
             return [
                 e.id
                 for e in pg_store.executions(status="running", limit=None)
-                if e.worker_id == victim.worker_id
+                if held_by(e.worker_id, victim.worker_id)
             ]
 
         _wait_for(victim_mid_run, 60, "a quarter of the jobs done and the victim mid-run")
@@ -665,7 +665,7 @@ def test_three_worker_processes_run_200_jobs_exactly_once_with_one_killed_mid_wa
                 connection.execute(
                     sa.select(executions.c.id).where(
                         executions.c.status == "running",
-                        executions.c.worker_id == victim.worker_id,
+                        executions.c.worker_id.startswith(victim.worker_id + ":"),
                     )
                 ).scalars()
             )
@@ -695,7 +695,7 @@ def test_three_worker_processes_run_200_jobs_exactly_once_with_one_killed_mid_wa
         assert claimed[execution_id] == (2 if execution_id in orphaned else 1)
     for execution_id in orphaned:
         assert runs[execution_id].requeue_count == 1
-        assert runs[execution_id].worker_id != victim.worker_id
+        assert not held_by(runs[execution_id].worker_id, victim.worker_id)
 
     with pg_store.engine.connect() as connection:
         stored = dict(

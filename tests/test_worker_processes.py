@@ -28,6 +28,7 @@ from job_helpers import (
     all_stored_rows,
     assert_slow_rows_exact,
     cpu_seconds,
+    held_by,
     slow_kpi,
     stored_rows,
     subprocess_env,
@@ -127,7 +128,7 @@ def test_fifty_jobs_on_two_worker_processes_each_run_exactly_once(
         run = store.execution(execution_id)
         assert run.status == "success", (execution_id, run.error)
         assert (run.attempts, run.requeue_count) == (1, 0)
-        assert run.worker_id == owner[execution_id]
+        assert held_by(run.worker_id, owner[execution_id])
         expected = [[tag, *row] for row in sales[: tag % 48 + 1]]
         assert all_stored_rows(store, execution_id) == expected
         assert run.row_count == run.rows_read == len(expected)
@@ -145,12 +146,12 @@ def test_a_sigkilled_worker_s_job_is_requeued_and_finished_by_another_without_or
     run = store.submit(slow.id, FINITE, "alice")
     a = spawn("a", concurrency=1).wait_ready()
     running = wait_running_with_rows(store, run.id)
-    assert running.worker_id == a.worker_id
+    assert held_by(running.worker_id, a.worker_id)
 
     a.kill()  # SIGKILL in the middle of the query: no clean-up at all
     assert a.process.returncode == -signal.SIGKILL
     orphaned = store.execution(run.id)
-    assert orphaned.status == "running" and orphaned.worker_id == a.worker_id
+    assert orphaned.status == "running" and held_by(orphaned.worker_id, a.worker_id)
     assert stored_rows(store, run.id)[0] > 0  # A's partial rows are still there
 
     b = spawn("b", concurrency=1).wait_ready()
@@ -162,7 +163,7 @@ def test_a_sigkilled_worker_s_job_is_requeued_and_finished_by_another_without_or
     done = wait_status(store, run.id, {"success", "failed", "timeout"}, timeout=60)
 
     assert done.status == "success", done.error
-    assert done.worker_id == b.worker_id
+    assert held_by(done.worker_id, b.worker_id)
     assert (done.requeue_count, done.attempts) == (1, 1)
     assert done.row_count == done.rows_read == FINITE_ROWS
     assert_slow_rows_exact(store, run.id, FINITE)  # 1..N once each: nothing left from A
@@ -202,7 +203,7 @@ def test_cancel_from_another_process_stops_the_query_in_a_worker_process(
     # The worker carries on serving the queue.
     revenue: KPI = store.create_kpi(kpi_spec(), "alice")
     after = store.submit(revenue.id, None, "alice")
-    assert wait_status(store, after.id, "success", timeout=10).worker_id == worker.worker_id
+    assert held_by(wait_status(store, after.id, "success", timeout=10).worker_id, worker.worker_id)
     code, _ = worker.terminate()
     assert code == 0, worker.output()
 
