@@ -271,9 +271,10 @@ def field_error(errors: dict[str, str], *names: str) -> None:
 def query_int(name: str) -> int | None:
     raw = st.query_params.get(name)
     try:
-        return int(str(raw)) if raw not in (None, "") else None
+        value = int(str(raw)) if raw not in (None, "") else None
     except ValueError:
         return None
+    return value if value is None or 1 <= value < 2**63 else None
 
 
 def follow_query_param(key: str, name: str, options: Sequence[Any], as_list: bool = False) -> None:

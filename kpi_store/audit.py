@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import db
+from .errors import ValidationError
 from .models import AuditEntry, AuditVerification
 from .schema import kpi_audit_log as log
 
@@ -29,7 +30,7 @@ CREATE, UPDATE, ARCHIVE, UNARCHIVE, DELETE, RESTORE = (
     "RESTORE",
 )
 DATA_SOURCE_ADD, DATA_SOURCE_REMOVE = "DATA_SOURCE_ADD", "DATA_SOURCE_REMOVE"
-EXECUTE, SUBMIT, CANCEL, EXPORT = "EXECUTE", "SUBMIT", "CANCEL", "EXPORT"
+EXECUTE, CANCEL, EXPORT = "EXECUTE", "CANCEL", "EXPORT"
 
 
 def _entry_hash(
@@ -108,6 +109,8 @@ def entries(
 
 
 def _as_datetime(value: dt.datetime | dt.date, end_of_day: bool = False) -> dt.datetime:
+    if not isinstance(value, dt.date):
+        raise ValidationError(f"{value!r} is not a date or a date and time.")
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)

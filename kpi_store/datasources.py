@@ -39,7 +39,7 @@ def read_only_engine(url: str) -> sa.engine.Engine:
     """An engine whose every connection refuses writes."""
     try:
         parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         raise DataSourceError(
             f"'{mask_url(url)}' is not a database URL (e.g. sqlite:///path/file.db)."
         ) from None

@@ -33,6 +33,14 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+MAX_ID = 2**63 - 1
+
+
+def is_valid_id(value: Any) -> bool:
+    """Whether ``value`` can be a row id at all (a whole number both databases can hold)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
+
+
 def dumps(value: Any) -> str:
     return orjson.dumps(value, default=_json_default).decode()
 

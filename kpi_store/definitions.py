@@ -89,7 +89,13 @@ def _check_name_free(connection: sa.engine.Connection, name: str, kpi_id: int | 
         raise ValidationError(message, {"name": message})
 
 
+def check_id(kpi_id: Any) -> None:
+    if not db.is_valid_id(kpi_id):
+        raise NotFoundError(f"There is no KPI with id {kpi_id!r}.")
+
+
 def _row(connection: sa.engine.Connection, kpi_id: int) -> sa.Row:
+    check_id(kpi_id)
     row = connection.execute(sa.select(table).where(table.c.id == kpi_id)).first()
     if row is None:
         raise NotFoundError(f"There is no KPI with id {kpi_id}.")
@@ -241,6 +247,8 @@ def update(
         merged = current.spec().model_dump()
         if isinstance(changes, KPISpec):
             changes = changes.model_dump()
+        if not isinstance(changes, dict):
+            raise ValidationError("Changes must be a mapping of KPI fields to new values.")
         unknown = sorted(set(changes) - set(SPEC_FIELDS))
         if unknown:
             raise ValidationError(
@@ -323,6 +331,7 @@ def delete(engine: sa.engine.Engine, kpi_id: int, actor: str) -> None:
     with db.write_tx(engine) as connection:
         # Lock the definition first (PostgreSQL): a run being queued for it either
         # commits before we count, or waits and then finds the KPI gone.
+        check_id(kpi_id)
         connection.execute(sa.select(table.c.id).where(table.c.id == kpi_id).with_for_update())
         current = _to_kpi(_row(connection, kpi_id))
         active_runs = connection.execute(

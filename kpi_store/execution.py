@@ -132,7 +132,7 @@ def is_transient(error: BaseException) -> bool:
 
 def describe_error(error: BaseException) -> str:
     """One line a business user can read."""
-    if isinstance(error, sa.exc.DBAPIError) and error.orig is not None:
+    if isinstance(error, sa.exc.StatementError) and error.orig is not None:
         text = str(error.orig).strip().splitlines()
         return f"The query failed: {text[0] if text else type(error.orig).__name__}"
     if isinstance(error, KPIStoreError):
@@ -585,7 +585,7 @@ def preview_rows(
             batch = result.fetchmany(max(1, min(limit, 1_000)))
             result.close()
             connection.rollback()
-    except sa.exc.DBAPIError as error:
+    except sa.exc.StatementError as error:
         if control.stop_reason() == "timeout":
             raise ExecutionError(
                 f"The query ran past the preview limit of {timeout_s:g} s."

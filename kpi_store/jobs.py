@@ -23,7 +23,7 @@ from . import audit, db, definitions, results
 from . import datasources as sources
 from .config import Settings
 from .errors import ExecutionError, KPIStoreError, NotFoundError, ValidationError
-from .execution import Job, RunControl, Runner
+from .execution import Job, RunControl, Runner, describe_error
 from .models import KPI, Execution
 from .schema import kpi_definitions as kpi_table
 from .schema import kpi_execution_results as executions
@@ -59,6 +59,8 @@ def to_execution(row: sa.Row) -> Execution:
 
 
 def get_execution(connection: sa.engine.Connection, execution_id: int) -> Execution:
+    if not db.is_valid_id(execution_id):
+        raise NotFoundError(f"There is no run with id {execution_id!r}.")
     row = connection.execute(sa.select(executions).where(executions.c.id == execution_id)).first()
     if row is None:
         raise NotFoundError(f"There is no run with id {execution_id}.")
@@ -110,6 +112,7 @@ def latest_runs(
 
 def runnable_kpi(connection: sa.engine.Connection, kpi_id: int) -> KPI:
     # A shared lock on the definition (PostgreSQL) so a concurrent delete waits for us.
+    definitions.check_id(kpi_id)
     connection.execute(
         sa.select(kpi_table.c.id).where(kpi_table.c.id == kpi_id).with_for_update(read=True)
     )
@@ -132,8 +135,14 @@ def create_execution(
     batch_id: str | None = None,
 ) -> int:
     """Check the KPI and its parameters, then record the run: pending, or running for us."""
-    if timeout_s is not None and not (0 < float(timeout_s) <= 86_400):
-        raise ValidationError("The time limit must be between 0 and 86400 seconds.")
+    if timeout_s is not None:
+        try:
+            timeout_s = float(timeout_s)
+        except (TypeError, ValueError):
+            timeout_s = -1.0
+        if not 0 < timeout_s <= 86_400:
+            message = "The time limit must be a number of seconds from 0 to 86400."
+            raise ValidationError(message, {"timeout_s": message})
     with db.write_tx(engine) as connection:
         kpi = runnable_kpi(connection, kpi_id)
         bound = bind_parameters(kpi, params)
@@ -415,28 +424,37 @@ def run_claimed(
     try:
         job = load_job(engine, execution_id, worker_id)
     except KPIStoreError as error:
-        _fail_unloadable(engine, execution_id, worker_id, str(error))
+        _fail_unloadable(engine, execution_id, worker_id, str(error), attempts=1)
         return
     control = active.begin(execution_id, job.timeout_s, worker_id)
     try:
         runner.run(job, control)
+    except Exception as error:
+        # The store itself failed (e.g. stayed locked): end the run rather than leave it
+        # "running" for recovery to re-queue behind the user's back.
+        log.exception("run %s could not be recorded", execution_id)
+        message = f"The run could not be recorded: {describe_error(error)}"
+        _fail_unloadable(engine, execution_id, worker_id, message)
+        raise ExecutionError(message) from None
     finally:
         active.end(execution_id, worker_id)
 
 
 def _fail_unloadable(
-    engine: sa.engine.Engine, execution_id: int, worker_id: str, message: str
+    engine: sa.engine.Engine, execution_id: int, worker_id: str, message: str, **values: Any
 ) -> None:
+    """End a run this worker holds as failed, without rows."""
     with db.write_tx(engine) as connection:
-        results.update_owned(
+        if results.update_owned(
             connection,
             execution_id,
             worker_id,
             status="failed",
             error=message,
             finished_at=db.utcnow(),
-            attempts=1,
-        )
+            **values,
+        ):
+            results.delete_rows(connection, execution_id)
 
 
 def new_batch_id() -> str:

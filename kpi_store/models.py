@@ -82,9 +82,9 @@ class KPISpec(BaseModel):
     value_column: str | None = Field(default=None, max_length=200)
     aggregation: Aggregation = "sum"
     unit: str = Field(default="", max_length=50)
-    target: float | None = None
+    target: float | None = Field(default=None, allow_inf_nan=False)
     direction: Direction = "higher_is_better"
-    tolerance_pct: float = Field(default=10.0, ge=0, le=1000)
+    tolerance_pct: float = Field(default=10.0, ge=0, le=1000, allow_inf_nan=False)
     owner: str = Field(default="", max_length=200)
     tags: list[str] = Field(default_factory=list)
     timeout_s: float | None = Field(default=None, gt=0, le=86_400)

@@ -182,12 +182,16 @@ def frame(result: ResultPage) -> pd.DataFrame:
     names = [c.name for c in result.columns]
     data = pd.DataFrame(result.rows, columns=_unique(names))
     for column, name in zip(result.columns, data.columns, strict=True):
-        if column.type in _PANDAS_TYPES:
-            data[name] = data[name].astype(_PANDAS_TYPES[column.type])
-        elif column.type in ("date", "datetime"):
-            data[name] = pd.to_datetime(data[name], errors="coerce")
-        elif column.type == "decimal":
-            data[name] = pd.to_numeric(data[name], errors="coerce")
+        try:
+            if column.type in _PANDAS_TYPES:
+                data[name] = data[name].astype(_PANDAS_TYPES[column.type])
+            elif column.type in ("date", "datetime"):
+                data[name] = pd.to_datetime(data[name], errors="coerce")
+            elif column.type == "decimal":
+                data[name] = pd.to_numeric(data[name], errors="coerce")
+        except (TypeError, ValueError):
+            # SQLite lets one column mix types (1, 2.5, 'n/a'): show it as it is.
+            data[name] = data[name].astype(object)
     return data
 
 
@@ -234,7 +238,12 @@ def write_csv(
     """Stream every row as RFC 4180 CSV (UTF-8; with a BOM when ``excel``)."""
     _require_success(execution)
     if isinstance(dest, (str, os.PathLike)):
-        with open(dest, "w", encoding="utf-8", newline="") as handle:
+        try:
+            handle = open(dest, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        except OSError as error:
+            message = f"Cannot write the CSV file '{dest}': {error.strerror or error}."
+            raise ValidationError(message, {"dest": message}) from None
+        with handle:
             return _write_csv_text(engine, execution, handle, excel)
     if isinstance(dest, io.TextIOBase):
         return _write_csv_text(engine, execution, dest, excel)

@@ -15,6 +15,7 @@ import os
 import pathlib
 import re
 import sqlite3
+import warnings
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -76,7 +77,7 @@ def import_csv(
             raise
         connection.execute("COMMIT")
         return rows
-    except sqlite3.Error as error:
+    except (sqlite3.Error, OverflowError) as error:
         raise DataSourceError(
             f"Could not write table '{table}' into data source '{source.name}': {error}"
         ) from None
@@ -145,11 +146,18 @@ def _read_chunks(file: CSVFile, chunk_rows: int) -> Iterator[pd.DataFrame]:
             encoding="utf-8-sig",
             skipinitialspace=True,
             low_memory=False,
+            index_col=False,  # a row longer than the header is an error, not an index
         )
-        with reader:
+        with reader, warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
             for chunk in reader:
                 chunk.columns = names
                 yield chunk
+    except pd.errors.ParserWarning as warning:
+        reason = str(warning).strip().splitlines()[0]
+        raise ValidationError(
+            f"The file does not fit its header row: {reason}", {"file": "malformed"}
+        ) from None
     except pd.errors.EmptyDataError:
         raise ValidationError(
             "The file is empty: a CSV needs a header row.", {"file": "empty"}

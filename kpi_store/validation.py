@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 import sqlglot
 from pydantic import ValidationError as PydanticValidationError
 from sqlglot import exp
@@ -90,7 +91,20 @@ def placeholders(tree: exp.Expression) -> set[str]:
     return names
 
 
+def bound_names(sql: str) -> set[str]:
+    """The ``:name`` markers the query runner will bind (it also sees them inside quotes)."""
+    return set(sa.text(sql).compile().params)
+
+
 def check_parameters_match(spec: KPISpec, used: set[str]) -> None:
+    inside_text = sorted(bound_names(spec.sql) - used)
+    if inside_text:
+        shown = ", ".join(f":{n}" for n in inside_text)
+        message = (
+            f"{shown} inside quoted text would be read as a parameter; "
+            "write it as \\: (for example '10\\:30') or use a declared parameter."
+        )
+        raise ValidationError(message, {"sql": message})
     declared = {p.name for p in spec.parameters}
     problems = []
     if missing := sorted(used - declared):
@@ -137,6 +151,8 @@ def _location(loc: tuple[Any, ...]) -> str:
 
 def bind_parameters(spec: KPISpec, given: dict[str, Any] | None) -> dict[str, Any]:
     """Run-time values checked against the declared parameters, defaults filled in."""
+    if given is not None and not isinstance(given, dict):
+        raise ValidationError("Parameters must be given as name = value pairs.")
     given = dict(given or {})
     unknown = sorted(set(given) - {p.name for p in spec.parameters})
     if unknown:

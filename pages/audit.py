@@ -14,7 +14,7 @@ store = ui.get_store()
 
 ACTIONS = [
     "CREATE", "UPDATE", "RESTORE", "ARCHIVE", "UNARCHIVE", "DELETE",
-    "EXECUTE", "SUBMIT", "CANCEL", "EXPORT",
+    "EXECUTE", "CANCEL", "EXPORT",
     "DATA_SOURCE_ADD", "DATA_SOURCE_REMOVE", "DATA_UPLOAD",
 ]  # fmt: skip
 LIMITS = {"100": 100, "500": 500, "2,000": 2_000, "All": None}
