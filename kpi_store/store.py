@@ -189,32 +189,12 @@ class KPIStore:
 
         ``params`` apply to each KPI that declares them; others ignore them.
         """
-        actor = _actor(actor)
         kpi_ids = list(kpi_ids)
-        batch_id = jobs.new_batch_id()
-        errors: list[BatchError] = []
-        claims: list[tuple[int, str]] = []
-        for kpi_id in kpi_ids:
-            holder = jobs.new_holder(self._now_worker_id)
-            try:
-                execution_id = jobs.create_execution(
-                    self.engine,
-                    self.settings,
-                    kpi_id,
-                    self._params_for(kpi_id, params),
-                    actor,
-                    mode="now",
-                    worker_id=holder,
-                    batch_id=batch_id,
-                )
-            except KPIStoreError as error:
-                errors.append(BatchError(kpi_id=kpi_id, message=str(error)))
-                continue
-            claims.append((execution_id, holder))
+        batch_id, claims, errors = self._record_batch(kpi_ids, params, actor, mode="now")
         if claims:
             parallel = max(1, min(max_parallel, len(claims)))
             with ThreadPoolExecutor(max_workers=parallel) as pool:
-                futures = [pool.submit(self.run_claimed, *claim) for claim in claims]
+                futures = [pool.submit(self.run_claimed, eid, holder) for eid, holder in claims]
             for future in futures:
                 if future.exception() is not None:
                     log.error("a batch run ended with an unexpected error: %s", future.exception())
@@ -251,25 +231,9 @@ class KPIStore:
         self, kpi_ids: Iterable[int], params: dict[str, Any] | None = None, actor: str = ""
     ) -> BatchResult:
         """Queue several KPIs under one batch id; ``successful`` counts the queued runs."""
-        actor = _actor(actor)
         kpi_ids = list(kpi_ids)
-        batch_id = jobs.new_batch_id()
-        queued: list[Execution] = []
-        errors: list[BatchError] = []
-        for kpi_id in kpi_ids:
-            try:
-                execution_id = jobs.create_execution(
-                    self.engine,
-                    self.settings,
-                    kpi_id,
-                    self._params_for(kpi_id, params),
-                    actor,
-                    mode="background",
-                    batch_id=batch_id,
-                )
-                queued.append(self.execution(execution_id))
-            except KPIStoreError as error:
-                errors.append(BatchError(kpi_id=kpi_id, message=str(error)))
+        batch_id, claims, errors = self._record_batch(kpi_ids, params, actor, mode="background")
+        queued = [self.execution(execution_id) for execution_id, _ in claims]
         return BatchResult(
             batch_id=batch_id,
             total=len(kpi_ids),
@@ -278,6 +242,34 @@ class KPIStore:
             executions=queued,
             errors=errors,
         )
+
+    def _record_batch(
+        self, kpi_ids: list[int], params: dict[str, Any] | None, actor: str, mode: str
+    ) -> tuple[str, list[tuple[int, str | None]], list[BatchError]]:
+        """Record one run per KPI under a new batch id: running for us when ``mode`` is
+        "now" (each with its own holder token), else queued. Refusals become errors."""
+        actor = _actor(actor)
+        batch_id = jobs.new_batch_id()
+        claims: list[tuple[int, str | None]] = []
+        errors: list[BatchError] = []
+        for kpi_id in kpi_ids:
+            holder = jobs.new_holder(self._now_worker_id) if mode == "now" else None
+            try:
+                execution_id = jobs.create_execution(
+                    self.engine,
+                    self.settings,
+                    kpi_id,
+                    self._params_for(kpi_id, params),
+                    actor,
+                    mode=mode,
+                    worker_id=holder,
+                    batch_id=batch_id,
+                )
+            except KPIStoreError as error:
+                errors.append(BatchError(kpi_id=kpi_id, message=str(error)))
+                continue
+            claims.append((execution_id, holder))
+        return batch_id, claims, errors
 
     def run_claimed(self, execution_id: int, worker_id: str) -> None:
         """Run an execution already marked running for ``worker_id`` (used by workers)."""
