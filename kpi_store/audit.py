@@ -81,6 +81,25 @@ def append(
     )
 
 
+def append_run(
+    connection: sa.engine.Connection,
+    *,
+    actor: str,
+    kpi_id: int,
+    execution_id: int,
+    details: dict[str, Any],
+) -> None:
+    """The EXECUTE entry of a finished run, whoever finished it (its runner or recovery)."""
+    append(
+        connection,
+        actor=actor,
+        action=EXECUTE,
+        kpi_id=kpi_id,
+        entity=f"execution:{execution_id}",
+        details={"execution_id": execution_id, **details},
+    )
+
+
 def entries(
     connection: sa.engine.Connection,
     *,

@@ -494,14 +494,12 @@ class Runner:
                 raise results.LostOwnership(job.execution_id)
             if values["status"] != "success":
                 results.delete_rows(connection, job.execution_id)
-            audit.append(
+            audit.append_run(
                 connection,
                 actor=job.requested_by,
-                action=audit.EXECUTE,
                 kpi_id=job.kpi_id,
-                entity=f"execution:{job.execution_id}",
+                execution_id=job.execution_id,
                 details={
-                    "execution_id": job.execution_id,
                     "version": job.kpi_version,
                     "params": {k: to_json_value(v) for k, v in job.params.items()},
                     "status": values["status"],

@@ -314,14 +314,12 @@ def _recover_one(engine: sa.engine.Engine, row: sa.Row, stale_filter: Any) -> bo
             return False
         results.delete_rows(connection, row.id)
         if values["status"] != "pending":
-            audit.append(
+            audit.append_run(
                 connection,
                 actor=row.requested_by,
-                action=audit.EXECUTE,
                 kpi_id=row.kpi_id,
-                entity=f"execution:{row.id}",
+                execution_id=row.id,
                 details={
-                    "execution_id": row.id,
                     "status": values["status"],
                     "error": values["error"],
                 },
