@@ -1,39 +1,105 @@
-"""Settings read from the environment, with the defaults a laptop install wants."""
+"""Settings read from the environment, each declared once with its default and help.
+
+``Settings.from_env()`` reads every ``KPI_*`` variable below; ``SETTINGS_HELP`` lists them
+for the README and the CLI. Timing knobs live here too, so tests shorten them instead of
+sleeping.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_URL = "sqlite:///data/kpi_store.db"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw not in (None, "") else default
-
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return int(raw) if raw not in (None, "") else default
+def _setting(env: str, default: Any, help: str) -> Any:
+    return field(default=default, metadata={"env": env, "help": help})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Store-wide defaults; each can be set by the environment variable in its comment."""
+    """Store-wide defaults; ``Settings.from_env()`` reads each from its variable."""
 
-    url: str = DEFAULT_URL  # KPI_STORE_URL
-    default_timeout_s: float = 60.0  # KPI_DEFAULT_TIMEOUT_S
-    default_max_retries: int = 2  # KPI_DEFAULT_MAX_RETRIES
-    row_cap: int = 1_000_000  # KPI_ROW_CAP
-    heartbeat_timeout_s: float = 30.0  # KPI_HEARTBEAT_TIMEOUT_S
+    url: str = _setting(
+        "KPI_STORE_URL", DEFAULT_URL, "SQLAlchemy URL of the store database (SQLite or PostgreSQL)."
+    )
+    default_timeout_s: float = _setting(
+        "KPI_DEFAULT_TIMEOUT_S", 60.0, "Time limit of a run when the KPI sets none (seconds)."
+    )
+    default_max_retries: int = _setting(
+        "KPI_DEFAULT_MAX_RETRIES", 2, "Retries on transient faults when the KPI sets none."
+    )
+    row_cap: int = _setting(
+        "KPI_ROW_CAP", 1_000_000, "Most rows a run stores; the rest is cut and the run marked truncated."
+    )
+    retry_wait_s: float = _setting(
+        "KPI_RETRY_WAIT_S", 0.2, "First wait before retrying a transient fault (seconds; doubles, with jitter)."
+    )
+    retry_max_wait_s: float = _setting(
+        "KPI_RETRY_MAX_WAIT_S", 5.0, "Longest wait between two retries (seconds)."
+    )
+    heartbeat_interval_s: float = _setting(
+        "KPI_HEARTBEAT_INTERVAL_S", 1.0, "How often a process running jobs beats their heartbeat and checks for cancel requests (seconds)."
+    )
+    heartbeat_timeout_s: float = _setting(
+        "KPI_HEARTBEAT_TIMEOUT_S", 30.0, "A running job whose heartbeat is older than this is re-queued once, then failed (seconds)."
+    )
+    worker_poll_s: float = _setting(
+        "KPI_WORKER_POLL_S", 0.25, "How often an idle worker thread looks for a queued job (seconds)."
+    )
+    recovery_interval_s: float = _setting(
+        "KPI_RECOVERY_INTERVAL_S", 5.0, "How often a worker looks for jobs whose worker died (seconds)."
+    )
+    embedded_worker: bool = _setting(
+        "KPI_EMBEDDED_WORKER", True, "Start a background worker inside each dashboard server process."
+    )
+    embedded_worker_concurrency: int = _setting(
+        "KPI_EMBEDDED_WORKER_CONCURRENCY", 2, "Threads of the dashboard's embedded worker."
+    )
+    ui_poll_s: float = _setting(
+        "KPI_UI_POLL_S", 2.0, "How often the dashboard's live monitors refresh while runs are going (seconds)."
+    )
+    actor: str = _setting(
+        "KPI_ACTOR", "", "Name the CLI records as the actor of its changes (default: your login name)."
+    )
 
     @classmethod
-    def from_env(cls) -> Settings:
-        return cls(
-            url=os.environ.get("KPI_STORE_URL") or DEFAULT_URL,
-            default_timeout_s=_float("KPI_DEFAULT_TIMEOUT_S", cls.default_timeout_s),
-            default_max_retries=_int("KPI_DEFAULT_MAX_RETRIES", cls.default_max_retries),
-            row_cap=_int("KPI_ROW_CAP", cls.row_cap),
-            heartbeat_timeout_s=_float("KPI_HEARTBEAT_TIMEOUT_S", cls.heartbeat_timeout_s),
-        )
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Settings from ``environ`` (default ``os.environ``); unset or empty means default."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for item in dataclasses.fields(cls):
+            raw = (environ.get(item.metadata["env"]) or "").strip()
+            if raw:
+                values[item.name] = _parse(item.metadata["env"], type(item.default), raw)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (tests shorten timing knobs this way)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(env: str, kind: type, raw: str) -> Any:
+    try:
+        if kind is bool:
+            if raw.lower() in _TRUE:
+                return True
+            if raw.lower() in _FALSE:
+                return False
+            raise ValueError(raw)
+        return kind(raw)
+    except ValueError:
+        expected = {bool: "1 or 0", int: "a whole number", float: "a number"}.get(kind, "text")
+        raise ValueError(f"{env}={raw!r} is not valid: expected {expected}.") from None
+
+
+def settings_help() -> list[tuple[str, str, str]]:
+    """(variable, default, help) for every setting, in declaration order."""
+    return [
+        (f.metadata["env"], str(f.default), f.metadata["help"]) for f in dataclasses.fields(Settings)
+    ]

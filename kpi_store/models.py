@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .values import coerce_value
+from .vocabulary import (
+    FINISHED_STATUSES,
+    RAG,
+    Aggregation,
+    Direction,
+    KPIStatus,
+    ParamType,
+    RunMode,
+    RunStatus,
+)
 
-ParamType = Literal["str", "int", "float", "date", "bool"]
-Aggregation = Literal["sum", "avg", "count", "min", "max", "first"]
-Direction = Literal["higher_is_better", "lower_is_better"]
-KPIStatus = Literal["active", "archived"]
-ExecutionStatus = Literal["pending", "running", "success", "failed", "timeout", "cancelled"]
-
-FINISHED_STATUSES: frozenset[str] = frozenset({"success", "failed", "timeout", "cancelled"})
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Stored as plain text (the rest of a definition is JSON, where U+0000 is escaped).
 TEXT_COLUMNS = ("name", "description", "nl_definition", "data_source", "sql", "value_column")
@@ -35,7 +38,7 @@ class ParameterSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    type: ParamType = "str"
+    type: ParamType = ParamType.STR
     default: Any = None
     choices: list[Any] | None = None
     label: str | None = None
@@ -80,10 +83,10 @@ class KPISpec(BaseModel):
     sql: str = Field(min_length=1)
     parameters: list[ParameterSpec] = Field(default_factory=list)
     value_column: str | None = Field(default=None, max_length=200)
-    aggregation: Aggregation = "sum"
+    aggregation: Aggregation = Aggregation.SUM
     unit: str = Field(default="", max_length=50)
     target: float | None = Field(default=None, allow_inf_nan=False)
-    direction: Direction = "higher_is_better"
+    direction: Direction = Direction.HIGHER_IS_BETTER
     tolerance_pct: float = Field(default=10.0, ge=0, le=1000, allow_inf_nan=False)
     owner: str = Field(default="", max_length=200)
     tags: list[str] = Field(default_factory=list)
@@ -149,7 +152,7 @@ class KPI(KPISpec):
     def spec(self) -> KPISpec:
         return KPISpec(**{f: getattr(self, f) for f in SPEC_FIELDS})
 
-    def rag_status(self, value: float | None) -> str | None:
+    def rag_status(self, value: float | None) -> RAG | None:
         """Red, amber or green for ``value`` against the target.
 
         Green meets the target; amber misses it by at most ``tolerance_pct`` percent of
@@ -159,11 +162,13 @@ class KPI(KPISpec):
             return None
         margin = abs(self.target) * self.tolerance_pct / 100
         shortfall = (
-            self.target - value if self.direction == "higher_is_better" else value - self.target
+            self.target - value
+            if self.direction == Direction.HIGHER_IS_BETTER
+            else value - self.target
         )
         if shortfall <= 0:
-            return "green"
-        return "amber" if shortfall <= margin else "red"
+            return RAG.GREEN
+        return RAG.AMBER if shortfall <= margin else RAG.RED
 
 
 class KPIVersion(BaseModel):
@@ -260,9 +265,9 @@ class Execution(BaseModel):
     kpi_id: int
     kpi_version: int
     params: dict[str, Any]
-    status: ExecutionStatus
+    status: RunStatus
     requested_by: str
-    mode: str
+    mode: RunMode
     batch_id: str | None
     created_at: dt.datetime
     started_at: dt.datetime | None

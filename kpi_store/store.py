@@ -436,6 +436,8 @@ class KPIStore:
         with db.read_tx(self.engine) as connection:
             return audit.verify(connection)
 
+    # -- views for pages (rules pages used to compute themselves) ----------------------
+
 
 def _actor(actor: str) -> str:
     actor = (actor or "").strip()

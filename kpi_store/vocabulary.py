@@ -1,0 +1,85 @@
+"""The words kpi_store uses for states and kinds, one enum each.
+
+Every one is a ``StrEnum``: members compare equal to their plain values ("success"), are
+stored as those values, and pages, the CLI and styles derive their lists from them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATUSES
+
+    @property
+    def active(self) -> bool:
+        return self in ACTIVE_STATUSES
+
+
+FINISHED_STATUSES: frozenset[RunStatus] = frozenset(
+    {RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.CANCELLED}
+)
+ACTIVE_STATUSES: frozenset[RunStatus] = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
+
+
+class RunMode(StrEnum):
+    NOW = "now"
+    BACKGROUND = "background"
+
+
+class KPIStatus(StrEnum):
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+
+
+class AuditAction(StrEnum):
+    CREATE = "CREATE"
+    UPDATE = "UPDATE"
+    ARCHIVE = "ARCHIVE"
+    UNARCHIVE = "UNARCHIVE"
+    DELETE = "DELETE"
+    RESTORE = "RESTORE"
+    DATA_SOURCE_ADD = "DATA_SOURCE_ADD"
+    DATA_SOURCE_REMOVE = "DATA_SOURCE_REMOVE"
+    EXECUTE = "EXECUTE"
+    CANCEL = "CANCEL"
+    EXPORT = "EXPORT"
+    DATA_UPLOAD = "DATA_UPLOAD"
+
+
+class ParamType(StrEnum):
+    STR = "str"
+    INT = "int"
+    FLOAT = "float"
+    DATE = "date"
+    BOOL = "bool"
+
+
+class Aggregation(StrEnum):
+    SUM = "sum"
+    AVG = "avg"
+    COUNT = "count"
+    MIN = "min"
+    MAX = "max"
+    FIRST = "first"
+
+
+class Direction(StrEnum):
+    HIGHER_IS_BETTER = "higher_is_better"
+    LOWER_IS_BETTER = "lower_is_better"
+
+
+class RAG(StrEnum):
+    GREEN = "green"
+    AMBER = "amber"
+    RED = "red"
