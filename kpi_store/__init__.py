@@ -23,10 +23,28 @@ from .models import (
     VersionDiff,
 )
 from .store import KPIStore
+from .vocabulary import (
+    RAG,
+    Aggregation,
+    AuditAction,
+    Direction,
+    KPIStatus,
+    ParamType,
+    RunMode,
+    RunStatus,
+)
 from .worker import Worker
 
 __all__ = [
     "KPI",
+    "RAG",
+    "Aggregation",
+    "AuditAction",
+    "Direction",
+    "KPIStatus",
+    "ParamType",
+    "RunMode",
+    "RunStatus",
     "AuditEntry",
     "AuditVerification",
     "BatchResult",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,20 +18,15 @@ from . import db
 from .errors import ValidationError
 from .models import AuditEntry, AuditVerification
 from .schema import kpi_audit_log as log
+from .vocabulary import AuditAction
 
 GENESIS_HASH = "0" * 64
 
-# Actions written to the log.
-CREATE, UPDATE, ARCHIVE, UNARCHIVE, DELETE, RESTORE = (
-    "CREATE",
-    "UPDATE",
-    "ARCHIVE",
-    "UNARCHIVE",
-    "DELETE",
-    "RESTORE",
-)
-DATA_SOURCE_ADD, DATA_SOURCE_REMOVE = "DATA_SOURCE_ADD", "DATA_SOURCE_REMOVE"
-EXECUTE, CANCEL, EXPORT = "EXECUTE", "CANCEL", "EXPORT"
+# Actions written to the log (module names kept for brevity at call sites).
+CREATE, UPDATE, ARCHIVE = AuditAction.CREATE, AuditAction.UPDATE, AuditAction.ARCHIVE
+UNARCHIVE, DELETE, RESTORE = AuditAction.UNARCHIVE, AuditAction.DELETE, AuditAction.RESTORE
+DATA_SOURCE_ADD, DATA_SOURCE_REMOVE = AuditAction.DATA_SOURCE_ADD, AuditAction.DATA_SOURCE_REMOVE
+EXECUTE, CANCEL, EXPORT = AuditAction.EXECUTE, AuditAction.CANCEL, AuditAction.EXPORT
 
 
 def _entry_hash(
@@ -98,6 +94,25 @@ def append_run(
         entity=f"execution:{execution_id}",
         details={"execution_id": execution_id, **details},
     )
+
+
+CSV_HEADER = ["id", "occurred_at", "actor", "action", "kpi_id", "entity", "details"]
+
+
+def csv_rows(entries: Iterable[AuditEntry]) -> list[list[Any]]:
+    """Entries as rows under ``CSV_HEADER`` (details as JSON text)."""
+    return [
+        [
+            e.id,
+            e.occurred_at.isoformat(),
+            e.actor,
+            e.action,
+            e.kpi_id,
+            e.entity,
+            db.dumps(e.details),
+        ]
+        for e in entries
+    ]
 
 
 def entries(

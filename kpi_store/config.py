@@ -35,37 +35,55 @@ class Settings:
         "KPI_DEFAULT_MAX_RETRIES", 2, "Retries on transient faults when the KPI sets none."
     )
     row_cap: int = _setting(
-        "KPI_ROW_CAP", 1_000_000, "Most rows a run stores; the rest is cut and the run marked truncated."
+        "KPI_ROW_CAP",
+        1_000_000,
+        "Most rows a run stores; the rest is cut and the run marked truncated.",
     )
     retry_wait_s: float = _setting(
-        "KPI_RETRY_WAIT_S", 0.2, "First wait before retrying a transient fault (seconds; doubles, with jitter)."
+        "KPI_RETRY_WAIT_S",
+        0.2,
+        "First wait before retrying a transient fault (seconds; doubles, with jitter).",
     )
     retry_max_wait_s: float = _setting(
         "KPI_RETRY_MAX_WAIT_S", 5.0, "Longest wait between two retries (seconds)."
     )
     heartbeat_interval_s: float = _setting(
-        "KPI_HEARTBEAT_INTERVAL_S", 1.0, "How often a process running jobs beats their heartbeat and checks for cancel requests (seconds)."
+        "KPI_HEARTBEAT_INTERVAL_S",
+        1.0,
+        "How often a process beats its running jobs' heartbeats and checks for cancels (s).",
     )
     heartbeat_timeout_s: float = _setting(
-        "KPI_HEARTBEAT_TIMEOUT_S", 30.0, "A running job whose heartbeat is older than this is re-queued once, then failed (seconds)."
+        "KPI_HEARTBEAT_TIMEOUT_S",
+        30.0,
+        "A running job with an older heartbeat is re-queued once, then failed (seconds).",
     )
     worker_poll_s: float = _setting(
-        "KPI_WORKER_POLL_S", 0.25, "How often an idle worker thread looks for a queued job (seconds)."
+        "KPI_WORKER_POLL_S",
+        0.25,
+        "How often an idle worker thread looks for a queued job (seconds).",
     )
     recovery_interval_s: float = _setting(
-        "KPI_RECOVERY_INTERVAL_S", 5.0, "How often a worker looks for jobs whose worker died (seconds)."
+        "KPI_RECOVERY_INTERVAL_S",
+        5.0,
+        "How often a worker looks for jobs whose worker died (seconds).",
     )
     embedded_worker: bool = _setting(
-        "KPI_EMBEDDED_WORKER", True, "Start a background worker inside each dashboard server process."
+        "KPI_EMBEDDED_WORKER",
+        True,
+        "Start a background worker inside each dashboard server process.",
     )
     embedded_worker_concurrency: int = _setting(
         "KPI_EMBEDDED_WORKER_CONCURRENCY", 2, "Threads of the dashboard's embedded worker."
     )
     ui_poll_s: float = _setting(
-        "KPI_UI_POLL_S", 2.0, "How often the dashboard's live monitors refresh while runs are going (seconds)."
+        "KPI_UI_POLL_S",
+        2.0,
+        "How often the dashboard's live monitors refresh while runs are going (seconds).",
     )
     actor: str = _setting(
-        "KPI_ACTOR", "", "Name the CLI records as the actor of its changes (default: your login name)."
+        "KPI_ACTOR",
+        "",
+        "Name the CLI records as the actor of its changes (default: your login name).",
     )
 
     @classmethod
@@ -101,5 +119,6 @@ def _parse(env: str, kind: type, raw: str) -> Any:
 def settings_help() -> list[tuple[str, str, str]]:
     """(variable, default, help) for every setting, in declaration order."""
     return [
-        (f.metadata["env"], str(f.default), f.metadata["help"]) for f in dataclasses.fields(Settings)
+        (f.metadata["env"], str(f.default), f.metadata["help"])
+        for f in dataclasses.fields(Settings)
     ]

@@ -42,14 +42,14 @@ def is_valid_id(value: Any) -> bool:
 
 
 def dumps(value: Any) -> str:
-    return orjson.dumps(value, default=_json_default).decode()
+    return orjson.dumps(value, default=json_default).decode()
 
 
 def loads(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
     # Decimal, UUID, intervals and the like: their exact text form.

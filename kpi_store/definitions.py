@@ -7,7 +7,6 @@ editor started from, so two editors can never silently overwrite each other.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,10 +21,8 @@ from .models import (
     NUL,
     NUL_MESSAGE,
     SPEC_FIELDS,
-    FieldDiff,
     KPISpec,
     KPIVersion,
-    VersionDiff,
 )
 from .schema import kpi_definition_history as history
 from .schema import kpi_definitions as table
@@ -37,6 +34,7 @@ from .validation import (
     placeholders,
     sqlglot_dialect,
 )
+from .vocabulary import KPIStatus
 
 _JSON_FIELDS = ("parameters", "tags")
 
@@ -80,7 +78,7 @@ def _to_kpi(row: sa.Row) -> KPI:
 
 def _check_name_free(connection: sa.engine.Connection, name: str, kpi_id: int | None) -> None:
     query = sa.select(table.c.id).where(
-        table.c.name_key == name_key(name), table.c.status == "active"
+        table.c.name_key == name_key(name), table.c.status == KPIStatus.ACTIVE
     )
     if kpi_id is not None:
         query = query.where(table.c.id != kpi_id)
@@ -94,7 +92,7 @@ def check_id(kpi_id: Any) -> None:
         raise NotFoundError(f"There is no KPI with id {kpi_id!r}.")
 
 
-def _row(connection: sa.engine.Connection, kpi_id: int) -> sa.Row:
+def require_kpi(connection: sa.engine.Connection, kpi_id: int) -> sa.Row:
     check_id(kpi_id)
     row = connection.execute(sa.select(table).where(table.c.id == kpi_id)).first()
     if row is None:
@@ -103,7 +101,7 @@ def _row(connection: sa.engine.Connection, kpi_id: int) -> sa.Row:
 
 
 def get(connection: sa.engine.Connection, kpi_id: int, version: int | None = None) -> KPI:
-    current = _to_kpi(_row(connection, kpi_id))
+    current = _to_kpi(require_kpi(connection, kpi_id))
     if version is None or version == current.version:
         return current
     snapshot = version_entry(connection, kpi_id, version)
@@ -133,7 +131,7 @@ def list_kpis(
     """
     query = sa.select(table)
     if not include_archived:
-        query = query.where(table.c.status == "active")
+        query = query.where(table.c.status == KPIStatus.ACTIVE)
     kpis = [_to_kpi(row) for row in connection.execute(query)]
     kpis.sort(key=lambda kpi: (name_key(kpi.name), kpi.id))
     if search and search.strip():
@@ -170,7 +168,7 @@ def create(engine: sa.engine.Engine, data: KPISpec | dict[str, Any], actor: str)
             table.insert().values(
                 **_columns(spec),
                 version=1,
-                status="active",
+                status=KPIStatus.ACTIVE,
                 created_at=now,
                 created_by=actor,
                 updated_at=now,
@@ -212,9 +210,47 @@ def _write_history(
     )
 
 
-def _changed_fields(before: KPISpec, after: KPISpec) -> dict[str, dict[str, Any]]:
+def changed_fields(before: KPISpec, after: KPISpec) -> dict[str, dict[str, Any]]:
     old, new = before.model_dump(mode="json"), after.model_dump(mode="json")
     return {f: {"before": old[f], "after": new[f]} for f in SPEC_FIELDS if old[f] != new[f]}
+
+
+def _check_editable(current: KPI, expected_version: int) -> None:
+    if current.version != expected_version:
+        raise VersionConflictError(
+            f"KPI '{current.name}' was changed by {current.updated_by} (now version "
+            f"{current.version}) after you opened version {expected_version}. "
+            "Reload it and apply your change again.",
+            current_version=current.version,
+            expected_version=expected_version,
+        )
+    if current.status != KPIStatus.ACTIVE:
+        raise ValidationError(
+            f"KPI '{current.name}' is archived; restore it from the archive before editing."
+        )
+
+
+def _checked_changes(changes: KPISpec | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(changes, KPISpec):
+        changes = changes.model_dump()
+    if not isinstance(changes, dict):
+        raise ValidationError("Changes must be a mapping of KPI fields to new values.")
+    unknown = sorted(set(changes) - set(SPEC_FIELDS))
+    if unknown:
+        raise ValidationError(
+            f"Not KPI fields: {', '.join(unknown)}.", {n: "is not a KPI field" for n in unknown}
+        )
+    return changes
+
+
+def runnable(connection: sa.engine.Connection, kpi_id: int) -> KPI:
+    """The active KPI, share-locked (PostgreSQL) so a concurrent delete waits for its run."""
+    check_id(kpi_id)
+    connection.execute(sa.select(table.c.id).where(table.c.id == kpi_id).with_for_update(read=True))
+    kpi = get(connection, kpi_id)
+    if kpi.status != KPIStatus.ACTIVE:
+        raise ValidationError(f"KPI '{kpi.name}' is archived and cannot run.")
+    return kpi
 
 
 def update(
@@ -231,32 +267,12 @@ def update(
     if NUL in (note or ""):
         raise ValidationError(f"The note {NUL_MESSAGE}.", {"note": NUL_MESSAGE})
     with _name_taken_as_validation(), db.write_tx(engine) as connection:
-        current = _to_kpi(_row(connection, kpi_id))
-        if current.version != expected_version:
-            raise VersionConflictError(
-                f"KPI '{current.name}' was changed by {current.updated_by} (now version "
-                f"{current.version}) after you opened version {expected_version}. "
-                "Reload it and apply your change again.",
-                current_version=current.version,
-                expected_version=expected_version,
-            )
-        if current.status != "active":
-            raise ValidationError(
-                f"KPI '{current.name}' is archived; restore it from the archive before editing."
-            )
+        current = _to_kpi(require_kpi(connection, kpi_id))
+        _check_editable(current, expected_version)
         merged = current.spec().model_dump()
-        if isinstance(changes, KPISpec):
-            changes = changes.model_dump()
-        if not isinstance(changes, dict):
-            raise ValidationError("Changes must be a mapping of KPI fields to new values.")
-        unknown = sorted(set(changes) - set(SPEC_FIELDS))
-        if unknown:
-            raise ValidationError(
-                f"Not KPI fields: {', '.join(unknown)}.", {n: "is not a KPI field" for n in unknown}
-            )
-        merged.update(changes)
+        merged.update(_checked_changes(changes))
         spec = validate_spec(connection, merged)
-        changed = _changed_fields(current.spec(), spec)
+        changed = changed_fields(current.spec(), spec)
         if not changed:
             return current
         _check_name_free(connection, spec.name, kpi_id)
@@ -304,10 +320,10 @@ def restore(engine: sa.engine.Engine, kpi_id: int, version: int, actor: str) -> 
 
 def set_status(engine: sa.engine.Engine, kpi_id: int, actor: str, status: str) -> KPI:
     with _name_taken_as_validation(), db.write_tx(engine) as connection:
-        current = _to_kpi(_row(connection, kpi_id))
+        current = _to_kpi(require_kpi(connection, kpi_id))
         if current.status == status:
             return current
-        if status == "active":
+        if status == KPIStatus.ACTIVE:
             _check_name_free(connection, current.name, kpi_id)
         now = db.utcnow()
         connection.execute(
@@ -333,7 +349,7 @@ def delete(engine: sa.engine.Engine, kpi_id: int, actor: str) -> None:
         # commits before we count, or waits and then finds the KPI gone.
         check_id(kpi_id)
         connection.execute(sa.select(table.c.id).where(table.c.id == kpi_id).with_for_update())
-        current = _to_kpi(_row(connection, kpi_id))
+        current = _to_kpi(require_kpi(connection, kpi_id))
         active_runs = connection.execute(
             sa.select(sa.func.count())
             .select_from(executions)
@@ -360,12 +376,12 @@ def version_entry(connection: sa.engine.Connection, kpi_id: int, version: int) -
         sa.select(history).where(history.c.kpi_id == kpi_id, history.c.version == version)
     ).first()
     if row is None:
-        _row(connection, kpi_id)
+        require_kpi(connection, kpi_id)
         raise NotFoundError(f"KPI {kpi_id} has no version {version}.")
-    return _to_version(row)
+    return to_version(row)
 
 
-def _to_version(row: sa.Row) -> KPIVersion:
+def to_version(row: sa.Row) -> KPIVersion:
     return KPIVersion(
         kpi_id=row.kpi_id,
         version=row.version,
@@ -375,31 +391,3 @@ def _to_version(row: sa.Row) -> KPIVersion:
         changed_by=row.changed_by,
         changed_at=row.changed_at,
     )
-
-
-def versions(connection: sa.engine.Connection, kpi_id: int) -> list[KPIVersion]:
-    """Every version of a KPI, newest first."""
-    _row(connection, kpi_id)
-    rows = connection.execute(
-        sa.select(history).where(history.c.kpi_id == kpi_id).order_by(history.c.version.desc())
-    )
-    return [_to_version(row) for row in rows]
-
-
-def diff(connection: sa.engine.Connection, kpi_id: int, a: int, b: int) -> VersionDiff:
-    """Field-by-field differences from version ``a`` to version ``b``."""
-    first, second = version_entry(connection, kpi_id, a), version_entry(connection, kpi_id, b)
-    changes = [
-        FieldDiff(field=name, before=change["before"], after=change["after"])
-        for name, change in _changed_fields(first.spec, second.spec).items()
-    ]
-    sql_diff = "\n".join(
-        difflib.unified_diff(
-            first.spec.sql.splitlines(),
-            second.spec.sql.splitlines(),
-            fromfile=f"version {a}",
-            tofile=f"version {b}",
-            lineterm="",
-        )
-    )
-    return VersionDiff(kpi_id=kpi_id, version_a=a, version_b=b, changes=changes, sql_diff=sql_diff)

@@ -49,3 +49,7 @@ class DataSourceError(KPIStoreError):
 
 class ExecutionError(KPIStoreError):
     """A run that cannot be started, or an operation on a run in the wrong state."""
+
+
+class LostOwnership(Exception):  # noqa: N818 - internal signal, not an error for users
+    """The run is no longer this holder's to write (re-queued or cancelled elsewhere)."""

@@ -23,7 +23,6 @@ from . import db
 from .errors import ExecutionError, ValidationError
 from .models import Column, Execution, ResultPage
 from .schema import kpi_execution_result_rows as rows_table
-from .schema import kpi_execution_results as executions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,10 +32,6 @@ EXPORT_CHUNK_ROWS = 5_000
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 # JSON values the csv module would not write as we want (None it writes as "" already).
 _NEEDS_CONVERSION = frozenset({bool, dict, list})
-
-
-class LostOwnership(Exception):
-    """The execution is no longer ours to write (re-queued or cancelled elsewhere)."""
 
 
 def insert_rows(
@@ -70,45 +65,6 @@ def insert_rows(
         f"VALUES ({marker}, {marker}, {marker})",
         list(zip(repeat(execution_id), numbers, encoded)),
     )
-
-
-def owned_by(execution_id: int, worker_id: str) -> sa.ColumnElement[bool]:
-    """Matches the run only while ``worker_id`` holds it: the guard of every worker write."""
-    return sa.and_(
-        executions.c.id == execution_id,
-        executions.c.status == "running",
-        executions.c.worker_id == worker_id,
-    )
-
-
-def update_owned(
-    connection: sa.engine.Connection, execution_id: int, holder: str, /, **values: Any
-) -> bool:
-    """Set ``values`` on the run if ``holder`` still holds it; False when it does not."""
-    statement = executions.update().where(owned_by(execution_id, holder)).values(**values)
-    return connection.execute(statement).rowcount == 1
-
-
-def write_batch(
-    engine: sa.engine.Engine,
-    execution_id: int,
-    worker_id: str,
-    first_row: int,
-    encoded: list[str],
-    rows_read: int,
-) -> None:
-    """Store one batch and the progress that goes with it, if the run is still ours.
-
-    The progress UPDATE is also the ownership check: on PostgreSQL it locks the
-    execution row until commit, on SQLite the write transaction already holds the lock.
-    """
-    with db.write_tx(engine) as connection:
-        if not update_owned(
-            connection, execution_id, worker_id, rows_read=rows_read, heartbeat_at=db.utcnow()
-        ):
-            raise LostOwnership(execution_id)
-        if encoded:
-            insert_rows(connection, execution_id, first_row, encoded)
 
 
 def delete_rows(connection: sa.engine.Connection, execution_id: int) -> None:

@@ -11,21 +11,20 @@ import logging
 import os
 import pathlib
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING, Any
 
-from . import audit, db, definitions, jobs, results
+from . import audit, batches, db, definitions, results, run_records, versions
 from . import datasources as sources
 from .config import Settings
-from .errors import KPIStoreError, ValidationError
-from .execution import Runner, preview_rows
+from .errors import ValidationError
+from .execution import run_held
+from .heartbeat import ActiveRuns
 from .models import (
     KPI,
     NUL,
     NUL_MESSAGE,
     AuditEntry,
     AuditVerification,
-    BatchError,
     BatchResult,
     Column,
     DataSource,
@@ -35,7 +34,12 @@ from .models import (
     ResultPage,
     VersionDiff,
 )
+from .querying import preview_rows
+from .queue import JobQueue, new_holder, process_worker_id
+from .runner import Runner
+from .runs import FinishedHook, RunLedger
 from .validation import bind_parameters
+from .vocabulary import KPIStatus, RunMode
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,14 +56,16 @@ class KPIStore:
 
     def __init__(self, url: str | None = None, settings: Settings | None = None):
         base = settings or Settings.from_env()
-        self.settings = base if url is None else Settings(**{**base.__dict__, "url": url})
+        self.settings = base if url is None else base.replace(url=url)
         self.url = self.settings.url
         self.engine = db.create_store_engine(self.url)
         db.migrate(self.engine)
         self.source_engines = sources.SourceEngines()
-        self.active_runs = jobs.ActiveRuns(self.engine)
-        self.runner = Runner(self.engine, self.source_engines, self.settings)
-        self._now_worker_id = jobs.process_worker_id("now")
+        self.ledger = RunLedger(self.engine, self.settings)
+        self.runner = Runner(self.source_engines, self.settings)
+        self.active_runs = ActiveRuns(self.ledger, self.settings.heartbeat_interval_s)
+        self.queue = JobQueue(self.ledger, self.active_runs, self._run_held)
+        self._now_worker_id = process_worker_id("now")
 
     def close(self) -> None:
         """Release every pooled connection (the store can be reopened later)."""
@@ -118,10 +124,10 @@ class KPIStore:
         )
 
     def archive_kpi(self, kpi_id: int, actor: str) -> KPI:
-        return definitions.set_status(self.engine, kpi_id, _actor(actor), "archived")
+        return definitions.set_status(self.engine, kpi_id, _actor(actor), KPIStatus.ARCHIVED)
 
     def unarchive_kpi(self, kpi_id: int, actor: str) -> KPI:
-        return definitions.set_status(self.engine, kpi_id, _actor(actor), "active")
+        return definitions.set_status(self.engine, kpi_id, _actor(actor), KPIStatus.ACTIVE)
 
     def delete_kpi(self, kpi_id: int, actor: str) -> None:
         """Delete a KPI with its versions and runs; its audit entries stay."""
@@ -140,17 +146,22 @@ class KPIStore:
     def kpi_versions(self, kpi_id: int) -> list[KPIVersion]:
         """Every saved version, newest first."""
         with db.read_tx(self.engine) as connection:
-            return definitions.versions(connection, kpi_id)
+            return versions.all_versions(connection, kpi_id)
 
     def diff_versions(self, kpi_id: int, a: int, b: int) -> VersionDiff:
         with db.read_tx(self.engine) as connection:
-            return definitions.diff(connection, kpi_id, a, b)
+            return versions.diff(connection, kpi_id, a, b)
 
     def restore_version(self, kpi_id: int, version: int, actor: str) -> KPI:
         """Save a new version equal to ``version``."""
         return definitions.restore(self.engine, kpi_id, version, _actor(actor))
 
     # -- running ------------------------------------------------------------------------
+
+    def on_run_finished(self, hook: FinishedHook) -> FinishedHook:
+        """Call ``hook(execution)`` whenever a run this process ends has been recorded
+        (success or not, by a runner, a cancel or recovery). A failing hook is logged."""
+        return self.ledger.on_finished(hook)
 
     def execute(
         self,
@@ -164,18 +175,11 @@ class KPIStore:
         Bad input raises ValidationError before anything runs; a failing, timed-out or
         cancelled query does not raise: the returned run says what happened.
         """
-        holder = jobs.new_holder(self._now_worker_id)
-        execution_id = jobs.create_execution(
-            self.engine,
-            self.settings,
-            kpi_id,
-            params,
-            _actor(actor),
-            mode="now",
-            worker_id=holder,
-            timeout_s=timeout_s,
+        holder = new_holder(self._now_worker_id)
+        execution_id = self.ledger.create(
+            kpi_id, params, _actor(actor), mode=RunMode.NOW, holder=holder, timeout_s=timeout_s
         )
-        self.run_claimed(execution_id, holder)
+        self._run_held(execution_id, holder)
         return self.execution(execution_id)
 
     def execute_batch(
@@ -189,95 +193,42 @@ class KPIStore:
 
         ``params`` apply to each KPI that declares them; others ignore them.
         """
-        kpi_ids = list(kpi_ids)
-        batch_id, claims, errors = self._record_batch(kpi_ids, params, actor, mode="now")
-        if claims:
-            parallel = max(1, min(max_parallel, len(claims)))
-            with ThreadPoolExecutor(max_workers=parallel) as pool:
-                futures = [pool.submit(self.run_claimed, eid, holder) for eid, holder in claims]
-            for future in futures:
-                if future.exception() is not None:
-                    log.error("a batch run ended with an unexpected error: %s", future.exception())
-        runs = [self.execution(eid) for eid, _ in claims]
-        for run in runs:
-            if run.status != "success":
-                errors.append(BatchError(kpi_id=run.kpi_id, message=run.error or run.status))
-        successful = sum(run.status == "success" for run in runs)
-        return BatchResult(
-            batch_id=batch_id,
-            total=len(kpi_ids),
-            successful=successful,
-            failed=len(kpi_ids) - successful,
-            executions=runs,
-            errors=errors,
-        )
-
-    def _params_for(self, kpi_id: int, params: dict[str, Any] | None) -> dict[str, Any] | None:
-        if not params:
-            return None
-        declared = {p.name for p in self.get_kpi(kpi_id).parameters}
-        return {k: v for k, v in params.items() if k in declared}
+        batch = self._record_batch(kpi_ids, params, actor, RunMode.NOW)
+        batches.run_all(batch, self._run_held, max_parallel)
+        return batches.finished_result(batch, self._runs_of(batch))
 
     def submit(
         self, kpi_id: int, params: dict[str, Any] | None = None, actor: str = ""
     ) -> Execution:
         """Queue a KPI to run in the background; returns the pending run."""
-        execution_id = jobs.create_execution(
-            self.engine, self.settings, kpi_id, params, _actor(actor), mode="background"
-        )
+        execution_id = self.ledger.create(kpi_id, params, _actor(actor), mode=RunMode.BACKGROUND)
         return self.execution(execution_id)
 
     def submit_batch(
         self, kpi_ids: Iterable[int], params: dict[str, Any] | None = None, actor: str = ""
     ) -> BatchResult:
         """Queue several KPIs under one batch id; ``successful`` counts the queued runs."""
-        kpi_ids = list(kpi_ids)
-        batch_id, claims, errors = self._record_batch(kpi_ids, params, actor, mode="background")
-        queued = [self.execution(execution_id) for execution_id, _ in claims]
-        return BatchResult(
-            batch_id=batch_id,
-            total=len(kpi_ids),
-            successful=len(queued),
-            failed=len(errors),
-            executions=queued,
-            errors=errors,
-        )
+        batch = self._record_batch(kpi_ids, params, actor, RunMode.BACKGROUND)
+        return batches.queued_result(batch, self._runs_of(batch))
 
     def _record_batch(
-        self, kpi_ids: list[int], params: dict[str, Any] | None, actor: str, mode: str
-    ) -> tuple[str, list[tuple[int, str | None]], list[BatchError]]:
-        """Record one run per KPI under a new batch id: running for us when ``mode`` is
-        "now" (each with its own holder token), else queued. Refusals become errors."""
-        actor = _actor(actor)
-        batch_id = jobs.new_batch_id()
-        claims: list[tuple[int, str | None]] = []
-        errors: list[BatchError] = []
-        for kpi_id in kpi_ids:
-            holder = jobs.new_holder(self._now_worker_id) if mode == "now" else None
-            try:
-                execution_id = jobs.create_execution(
-                    self.engine,
-                    self.settings,
-                    kpi_id,
-                    self._params_for(kpi_id, params),
-                    actor,
-                    mode=mode,
-                    worker_id=holder,
-                    batch_id=batch_id,
-                )
-            except KPIStoreError as error:
-                errors.append(BatchError(kpi_id=kpi_id, message=str(error)))
-                continue
-            claims.append((execution_id, holder))
-        return batch_id, claims, errors
+        self, kpi_ids: Iterable[int], params: dict[str, Any] | None, actor: str, mode: RunMode
+    ) -> batches.RecordedBatch:
+        def holder() -> str:
+            return new_holder(self._now_worker_id)
 
-    def run_claimed(self, execution_id: int, worker_id: str) -> None:
-        """Run an execution already marked running for ``worker_id`` (used by workers)."""
-        jobs.run_claimed(self.engine, self.runner, self.active_runs, execution_id, worker_id)
+        return batches.record(self.ledger, kpi_ids, params, _actor(actor), mode, holder)
+
+    def _runs_of(self, batch: batches.RecordedBatch) -> list[Execution]:
+        with db.read_tx(self.engine) as connection:
+            return run_records.many(connection, [eid for eid, _ in batch.runs])
+
+    def _run_held(self, execution_id: int, holder: str) -> None:
+        run_held(self.ledger, self.runner, self.active_runs, execution_id, holder)
 
     def cancel(self, execution_id: int, actor: str) -> Execution:
         """Cancel a queued run at once, or stop a running one within about a second."""
-        execution = jobs.request_cancel(self.engine, execution_id, _actor(actor))
+        execution = self.ledger.cancel(execution_id, _actor(actor))
         control = self.active_runs.control(execution_id)
         if control is not None:
             control.cancel_event.set()
@@ -285,7 +236,7 @@ class KPIStore:
 
     def execution(self, execution_id: int) -> Execution:
         with db.read_tx(self.engine) as connection:
-            return jobs.get_execution(connection, execution_id)
+            return run_records.get(connection, execution_id)
 
     def executions(
         self,
@@ -296,14 +247,14 @@ class KPIStore:
     ) -> list[Execution]:
         """Runs matching every filter given, newest first."""
         with db.read_tx(self.engine) as connection:
-            return jobs.list_executions(connection, kpi_id, status, limit, batch_id)
+            return run_records.listed(connection, kpi_id, status, limit, batch_id)
 
     def latest_runs(
         self, kpi_ids: Iterable[int] | None = None, per_kpi: int = 20
     ) -> dict[int, list[Execution]]:
         """The newest ``per_kpi`` runs of each KPI (newest first), in one query."""
         with db.read_tx(self.engine) as connection:
-            return jobs.latest_runs(connection, kpi_ids, per_kpi)
+            return run_records.latest(connection, kpi_ids, per_kpi)
 
     def preview_query(
         self,
@@ -332,7 +283,7 @@ class KPIStore:
     def result_page(self, execution_id: int, page: int = 1, page_size: int = 50) -> ResultPage:
         """One page of a successful run's rows, fetched by row-number range."""
         with db.read_tx(self.engine) as connection:
-            execution = jobs.get_execution(connection, execution_id)
+            execution = run_records.get(connection, execution_id)
             return results.page(connection, execution, page, page_size)
 
     def result_frame(self, execution_id: int, page: int = 1, page_size: int = 50) -> pd.DataFrame:
@@ -370,20 +321,7 @@ class KPIStore:
 
     def audit_csv(self, entries: Iterable[AuditEntry], excel: bool = True) -> bytes:
         """Audit entries (e.g. a filtered ``audit_log``) as CSV bytes."""
-        header = ["id", "occurred_at", "actor", "action", "kpi_id", "entity", "details"]
-        rows = [
-            [
-                e.id,
-                e.occurred_at.isoformat(),
-                e.actor,
-                e.action,
-                e.kpi_id,
-                e.entity,
-                db.dumps(e.details),
-            ]
-            for e in entries
-        ]
-        return results.csv_bytes(header, rows, excel)
+        return results.csv_bytes(audit.CSV_HEADER, audit.csv_rows(entries), excel)
 
     # -- demo and uploads -----------------------------------------------------------
 

@@ -26,10 +26,11 @@ from . import audit, db
 from .datasources import sqlite_path
 from .errors import DataSourceError, ValidationError
 from .models import DataSource
+from .vocabulary import AuditAction
 
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 CHUNK_ROWS = 20_000
-DATA_UPLOAD = "DATA_UPLOAD"
+DATA_UPLOAD = AuditAction.DATA_UPLOAD
 
 CSVFile = str | os.PathLike[str] | IO[bytes] | IO[str]
 

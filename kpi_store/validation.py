@@ -10,8 +10,8 @@ from pydantic import ValidationError as PydanticValidationError
 from sqlglot import exp
 
 from .errors import UnsafeQueryError, ValidationError
-from .models import KPISpec
-from .values import coerce_value
+from .models import KPISpec, ParameterSpec
+from .values import BoundParams, coerce_value
 
 # Statement kinds that change data or the database, wherever they appear in the tree.
 _FORBIDDEN = tuple(
@@ -149,12 +149,21 @@ def _location(loc: tuple[Any, ...]) -> str:
     return text or "definition"
 
 
-def bind_parameters(spec: KPISpec, given: dict[str, Any] | None) -> dict[str, Any]:
-    """Run-time values checked against the declared parameters, defaults filled in."""
+def bind_parameters(
+    spec: KPISpec, given: dict[str, Any] | None, *, ignore_undeclared: bool = False
+) -> BoundParams:
+    """Run-time values checked against the declared parameters, defaults filled in.
+
+    ``ignore_undeclared`` drops names the KPI does not declare (a batch's shared
+    parameters) instead of refusing them.
+    """
     if given is not None and not isinstance(given, dict):
         raise ValidationError("Parameters must be given as name = value pairs.")
+    declared = {p.name for p in spec.parameters}
     given = dict(given or {})
-    unknown = sorted(set(given) - {p.name for p in spec.parameters})
+    if ignore_undeclared:
+        given = {k: v for k, v in given.items() if k in declared}
+    unknown = sorted(set(given) - declared)
     if unknown:
         raise ValidationError(
             f"Unknown parameter(s) for KPI '{spec.name}': {', '.join(unknown)}.",
@@ -163,23 +172,44 @@ def bind_parameters(spec: KPISpec, given: dict[str, Any] | None) -> dict[str, An
     bound: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for param in spec.parameters:
-        raw = given.get(param.name)
-        if raw is None or raw == "":
-            if param.default is None:
-                errors[param.name] = f"a value for '{param.label or param.name}' is required"
-                continue
-            bound[param.name] = param.default
-            continue
         try:
-            value = coerce_value(param.type, raw, f"parameter '{param.name}'")
+            bound[param.name] = _bind_one(param, given.get(param.name))
         except ValueError as error:
             errors[param.name] = str(error)
-            continue
-        if param.choices is not None and value not in param.choices:
-            shown = ", ".join(str(c) for c in param.choices)
-            errors[param.name] = f"parameter '{param.name}': {value!r} is not one of: {shown}"
-            continue
-        bound[param.name] = value
     if errors:
         raise ValidationError("Invalid parameters — " + "; ".join(errors.values()), errors)
-    return bound
+    return BoundParams.of(bound)
+
+
+def _bind_one(param: ParameterSpec, raw: Any) -> Any:
+    if raw is None or raw == "":
+        if param.default is None:
+            raise ValueError(f"a value for '{param.label or param.name}' is required")
+        return param.default
+    value = coerce_value(param.type, raw, f"parameter '{param.name}'")
+    if param.choices is not None and value not in param.choices:
+        shown = ", ".join(str(c) for c in param.choices)
+        raise ValueError(f"parameter '{param.name}': {value!r} is not one of: {shown}")
+    return value
+
+
+def stored_parameters(spec: KPISpec, stored: dict[str, Any]) -> BoundParams:
+    """A run's stored parameters, typed again by the KPI version's declarations."""
+    return BoundParams.from_stored({p.name: p.type for p in spec.parameters}, stored)
+
+
+MAX_TIMEOUT_S = 86_400
+
+
+def checked_timeout(timeout_s: Any) -> float | None:
+    """A run's time limit in seconds, or None for the KPI's own; refused outside (0, 1 day]."""
+    if timeout_s is None:
+        return None
+    try:
+        timeout_s = float(timeout_s)
+    except (TypeError, ValueError):
+        timeout_s = -1.0
+    if not 0 < timeout_s <= MAX_TIMEOUT_S:
+        message = f"The time limit must be a number of seconds from 0 to {MAX_TIMEOUT_S}."
+        raise ValidationError(message, {"timeout_s": message})
+    return timeout_s

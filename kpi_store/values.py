@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from dataclasses import dataclass
 from typing import Any
 
 TRUE_WORDS = frozenset({"true", "yes", "1", "on"})
@@ -100,3 +101,28 @@ _TYPE_WORDS = {
 def to_json_value(value: Any) -> Any:
     """A parameter value as stored in JSON (dates as ISO text)."""
     return value.isoformat() if isinstance(value, dt.date) else value
+
+
+@dataclass(frozen=True)
+class BoundParams:
+    """A run's parameter values, bound once: typed for drivers, JSON-safe for storage."""
+
+    typed: dict[str, Any]
+    json: dict[str, Any]
+
+    @classmethod
+    def of(cls, typed: dict[str, Any]) -> BoundParams:
+        return cls(typed=dict(typed), json={k: to_json_value(v) for k, v in typed.items()})
+
+    @classmethod
+    def from_stored(cls, types: dict[str, str], stored: dict[str, Any]) -> BoundParams:
+        """Values as a run stored them (already checked), typed again by their declared types."""
+        typed = {
+            name: coerce_value(types.get(name, "str"), value) if value is not None else None
+            for name, value in stored.items()
+        }
+        return cls(typed=typed, json=dict(stored))
+
+    def for_dialect(self, dialect: str) -> dict[str, Any]:
+        """What to bind: SQLite compares ISO text, other databases get real dates."""
+        return dict(self.json if dialect == "sqlite" else self.typed)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from . import jobs
+from .queue import new_holder, process_worker_id
 
 if TYPE_CHECKING:
     from .store import KPIStore
@@ -23,22 +23,27 @@ log = logging.getLogger(__name__)
 
 
 class Worker:
-    """Runs pending executions with ``concurrency`` threads until ``stop()``."""
+    """Runs queued runs with ``concurrency`` threads until ``stop()``.
+
+    Poll and recovery intervals default to the store's settings
+    (``KPI_WORKER_POLL_S``, ``KPI_RECOVERY_INTERVAL_S``).
+    """
 
     def __init__(
         self,
         store: KPIStore,
         concurrency: int = 2,
-        poll_interval_s: float = 0.25,
-        recovery_interval_s: float = 5.0,
+        poll_interval_s: float | None = None,
+        recovery_interval_s: float | None = None,
     ):
         if concurrency < 1:
             raise ValueError("a worker needs at least one thread")
-        self.store = store
+        self.queue = store.queue
+        settings = self.queue.settings
         self.concurrency = concurrency
-        self.poll_interval_s = poll_interval_s
-        self.recovery_interval_s = recovery_interval_s
-        self.worker_id = jobs.process_worker_id(f"worker-{uuid.uuid4().hex[:8]}")
+        self.poll_interval_s = poll_interval_s or settings.worker_poll_s
+        self.recovery_interval_s = recovery_interval_s or settings.recovery_interval_s
+        self.worker_id = process_worker_id(f"worker-{uuid.uuid4().hex[:8]}")
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._held: set[int] = set()
@@ -75,9 +80,7 @@ class Worker:
             with self._held_lock:
                 held = list(self._held)
             for execution_id in held:
-                control = self.store.active_runs.control(execution_id)
-                if control is not None:
-                    control.stop_and_requeue()
+                self.queue.hand_back(execution_id)
         self._join_until(deadline)
         stopped = not self.running
         log.info("worker %s stopped%s", self.worker_id, "" if stopped else " (threads still busy)")
@@ -85,7 +88,7 @@ class Worker:
 
     def recover(self) -> list[int]:
         """Re-queue or fail the runs of workers that stopped beating."""
-        return jobs.recover_stale(self.store.engine, self.store.settings.heartbeat_timeout_s)
+        return self.queue.recover()
 
     def _join_until(self, deadline: float) -> None:
         for thread in self._threads:
@@ -93,9 +96,9 @@ class Worker:
 
     def _serve(self) -> None:
         while not self._stopping.is_set():
-            holder = jobs.new_holder(self.worker_id)
+            holder = new_holder(self.worker_id)
             try:
-                execution_id = jobs.claim_next(self.store.engine, holder)
+                execution_id = self.queue.claim(holder)
             except sa.exc.SQLAlchemyError:
                 log.exception("could not claim a job; trying again")
                 execution_id = None
@@ -103,17 +106,20 @@ class Worker:
                 self._stopping.wait(self.poll_interval_s)
                 continue
             if self._stopping.is_set():  # claimed just as stop() began: not ours to start
-                jobs.release_claim(self.store.engine, execution_id, holder)
+                self.queue.release(execution_id, holder)
                 return
+            self._run(execution_id, holder)
+
+    def _run(self, execution_id: int, holder: str) -> None:
+        with self._held_lock:
+            self._held.add(execution_id)
+        try:
+            self.queue.run(execution_id, holder)
+        except Exception:
+            log.exception("run %s ended with an unexpected error", execution_id)
+        finally:
             with self._held_lock:
-                self._held.add(execution_id)
-            try:
-                self.store.run_claimed(execution_id, holder)
-            except Exception:
-                log.exception("run %s ended with an unexpected error", execution_id)
-            finally:
-                with self._held_lock:
-                    self._held.discard(execution_id)
+                self._held.discard(execution_id)
 
     def _maintain(self) -> None:
         while not self._stopping.wait(self.recovery_interval_s):

@@ -22,6 +22,7 @@ subprocess wrapper, polling and row-counting helpers.
 from __future__ import annotations
 
 import datetime as dt
+import dataclasses
 import json
 import os
 import signal
@@ -303,14 +304,14 @@ def _run_worker(argv: list[str]) -> int:
                 events.write(event="source", statement=statement, params=params)
 
         sa.event.listen(sa.engine.Engine, "before_cursor_execute", source_statement)
-        run_claimed = store.run_claimed
+        run_held = store.queue.execute
 
-        def logged_run_claimed(execution_id: int, worker_id: str) -> None:
+        def logged_run(execution_id: int, worker_id: str) -> None:
             events.write(event="claimed", id=execution_id, worker_id=worker_id)
-            run_claimed(execution_id, worker_id)
+            run_held(execution_id, worker_id)
             events.write(event="ran", id=execution_id)
 
-        store.run_claimed = logged_run_claimed  # type: ignore[method-assign]
+        store.queue = dataclasses.replace(store.queue, execute=logged_run)
 
     worker = Worker(store, args.concurrency, recovery_interval_s=args.recovery_interval).start()
     if args.ready:

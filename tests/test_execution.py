@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import tenacity
 
 from kpi_store import Execution, ExecutionError, KPIStore, ValidationError
 
@@ -39,10 +38,9 @@ def add_kpi(store: KPIStore) -> Callable[..., int]:
     return add
 
 
-@pytest.fixture()
-def fast_retries(store: KPIStore) -> Iterator[None]:
-    store.runner.retry_wait = tenacity.wait_fixed(0.3)
-    yield
+def retrying_every(store: KPIStore, wait_s: float) -> KPIStore:
+    """The same store opened with a fixed retry wait (the KPI_RETRY_WAIT_S knobs)."""
+    return KPIStore(store.url, settings=store.settings.replace(retry_wait_s=wait_s, retry_max_wait_s=wait_s))
 
 
 def stored_rows(store: KPIStore, execution_id: int) -> int:
@@ -156,7 +154,7 @@ def hold_exclusive_lock(path: Path, seconds: float) -> tuple[threading.Thread, t
 
 
 def test_a_source_locked_for_two_seconds_is_survived_by_retrying(
-    store: KPIStore, add_kpi: Callable[..., int], source_db: Path, fast_retries: None
+    store: KPIStore, add_kpi: Callable[..., int], source_db: Path
 ) -> None:
     with sqlite3.connect(source_db) as connection:
         # The rollback journal (not WAL): an exclusive lock blocks readers too.
@@ -164,7 +162,7 @@ def test_a_source_locked_for_two_seconds_is_survived_by_retrying(
     kpi_id = add_kpi("SELECT SUM(amount) AS total FROM sales", max_retries=3)
 
     holder, _ = hold_exclusive_lock(source_db, 2.0)
-    run = store.execute(kpi_id, actor="tester")
+    run = retrying_every(store, 0.3).execute(kpi_id, actor="tester")
     holder.join()
 
     assert run.status == "success", run.error
@@ -179,7 +177,7 @@ def test_a_source_locked_for_two_seconds_is_survived_by_retrying(
 def test_a_lock_outlasting_every_retry_fails_with_the_reason(
     store: KPIStore, add_kpi: Callable[..., int], source_db: Path
 ) -> None:
-    store.runner.retry_wait = tenacity.wait_none()
+    store = retrying_every(store, 0)
     kpi_id = add_kpi("SELECT SUM(amount) AS total FROM sales", max_retries=1)
 
     holder, _ = hold_exclusive_lock(source_db, 3.0)
@@ -203,7 +201,7 @@ def test_a_lock_outlasting_every_retry_fails_with_the_reason(
 def test_permanent_errors_fail_at_once_without_retrying(
     store: KPIStore, add_kpi: Callable[..., int], sql: str, message: str
 ) -> None:
-    store.runner.retry_wait = tenacity.wait_fixed(5)  # a retry would show in the run time
+    store = retrying_every(store, 5)  # a retry would show in the run time
     kpi_id = add_kpi(sql, max_retries=3)
 
     started = time.monotonic()

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tenacity
 from job_helpers import (
     ENDLESS,
     FINITE,
@@ -40,11 +39,10 @@ from kpi_store import (
     ValidationError,
     Worker,
     db,
-    jobs,
-    results,
 )
 from kpi_store.config import Settings
-from kpi_store.execution import RunControl, Runner
+from kpi_store.errors import LostOwnership
+from kpi_store.queue import new_holder
 from kpi_store.schema import kpi_execution_results as executions
 
 CANCEL_WITHIN_S = 1.5
@@ -202,9 +200,9 @@ def test_claim_takes_the_oldest_pending_job_once(store: KPIStore, revenue: KPI) 
     first = store.submit(revenue.id, None, "alice")
     second = store.submit(revenue.id, None, "alice")
 
-    assert jobs.claim_next(store.engine, "w1") == first.id
-    assert jobs.claim_next(store.engine, "w2") == second.id
-    assert jobs.claim_next(store.engine, "w3") is None
+    assert store.ledger.claim_next("w1") == first.id
+    assert store.ledger.claim_next("w2") == second.id
+    assert store.ledger.claim_next("w3") is None
     claimed = store.execution(first.id)
     assert (claimed.status, claimed.worker_id) == ("running", "w1")
     assert claimed.started_at is not None and claimed.heartbeat_at is not None
@@ -218,8 +216,8 @@ def test_a_job_whose_worker_dies_twice_ends_failed_worker_lost_without_rows(
         run = store.submit(slow.id, None, "alice")
 
         # First worker: claims it, stores a partial batch, then stops beating (dies).
-        assert jobs.claim_next(store.engine, "ghost-1") == run.id
-        results.write_batch(store.engine, run.id, "ghost-1", 1, ["[1, 2]", "[2, 4]"], 2)
+        assert store.ledger.claim_next("ghost-1") == run.id
+        store.ledger.held(run.id, "ghost-1").store(1, ["[1, 2]", "[2, 4]"], 2)
         assert recovering.executions(status="running")[0].id == run.id
         assert Worker(recovering).recover() == []  # its heartbeat is fresh: not touched yet
         age_heartbeat(store, run.id)
@@ -229,12 +227,12 @@ def test_a_job_whose_worker_dies_twice_ends_failed_worker_lost_without_rows(
         assert (requeued.status, requeued.requeue_count) == ("pending", 1)
         assert (requeued.worker_id, requeued.rows_read) == (None, 0)
         assert stored_rows(store, run.id)[0] == 0
-        with pytest.raises(results.LostOwnership):  # the dead worker can no longer write
-            results.write_batch(store.engine, run.id, "ghost-1", 3, ["[3, 6]"], 3)
+        with pytest.raises(LostOwnership):  # the dead worker can no longer write
+            store.ledger.held(run.id, "ghost-1").store(3, ["[3, 6]"], 3)
 
         # Second worker: same again.
-        assert jobs.claim_next(store.engine, "ghost-2") == run.id
-        results.write_batch(store.engine, run.id, "ghost-2", 1, ["[1, 2]"], 1)
+        assert store.ledger.claim_next("ghost-2") == run.id
+        store.ledger.held(run.id, "ghost-2").store(1, ["[1, 2]"], 1)
         age_heartbeat(store, run.id)
         assert Worker(recovering).recover() == [run.id]
 
@@ -263,9 +261,9 @@ def test_a_worker_that_lost_its_job_mid_run_leaves_it_alone(
     try:
         run = store.submit(slow.id, ENDLESS, "alice")
         # Its first life already ended once (requeue_count 1): the next loss is final.
-        assert jobs.claim_next(store.engine, "ghost") == run.id
+        assert store.ledger.claim_next("ghost") == run.id
         age_heartbeat(store, run.id)
-        assert jobs.recover_stale(recovering.engine, 2) == [run.id]
+        assert recovering.ledger.recover_stale() == [run.id]
 
         workers()
         wait_running_with_rows(store, run.id)
@@ -273,7 +271,7 @@ def test_a_worker_that_lost_its_job_mid_run_leaves_it_alone(
         # again if a beat slipped in between.
         for _ in range(5):
             age_heartbeat(store, run.id)
-            if run.id in jobs.recover_stale(recovering.engine, 2):
+            if run.id in recovering.ledger.recover_stale():
                 break
 
         lost = store.execution(run.id)
@@ -533,12 +531,12 @@ def test_recovery_leaves_alone_a_run_whose_heartbeat_lands_while_it_looks(
     recovering = KPIStore(store_url, Settings(heartbeat_timeout_s=2))
     try:
         run = store.submit(slow.id, None, "alice")
-        assert jobs.claim_next(store.engine, "alive") == run.id
-        results.write_batch(store.engine, run.id, "alive", 1, ["[1, 2]", "[2, 4]"], 2)
+        assert store.ledger.claim_next("alive") == run.id
+        store.ledger.held(run.id, "alive").store(1, ["[1, 2]", "[2, 4]"], 2)
         age_heartbeat(store, run.id)
 
         with _hold_row(store, run.id, heartbeat_at=db.utcnow()):  # a heartbeat in flight
-            recovered = _in_thread(lambda: jobs.recover_stale(recovering.engine, 2))
+            recovered = _in_thread(lambda: recovering.ledger.recover_stale())
             time.sleep(0.5)
         # ... the heartbeat has committed while the recovery was looking
 
@@ -572,18 +570,18 @@ def test_a_run_asked_to_cancel_whose_worker_died_is_cancelled_not_requeued(
     recovering = KPIStore(store_url, Settings(heartbeat_timeout_s=2))
     try:
         run = store.submit(slow.id, None, "alice")
-        assert jobs.claim_next(store.engine, "ghost") == run.id
-        results.write_batch(store.engine, run.id, "ghost", 1, ["[1, 2]"], 1)
+        assert store.ledger.claim_next("ghost") == run.id
+        store.ledger.held(run.id, "ghost").store(1, ["[1, 2]"], 1)
         assert store.cancel(run.id, "carol").status == "running"
         age_heartbeat(store, run.id)  # ... and its worker dies before it sees the request
 
-        assert jobs.recover_stale(recovering.engine, 2) == [run.id]
+        assert recovering.ledger.recover_stale() == [run.id]
 
         done = store.execution(run.id)
         assert done.status == "cancelled" and done.finished_at is not None
         assert done.requeue_count == 0
         assert stored_rows(store, run.id)[0] == 0
-        assert jobs.claim_next(store.engine, "next") is None  # it never runs again
+        assert store.ledger.claim_next("next") is None  # it never runs again
     finally:
         recovering.close()
 
@@ -596,25 +594,23 @@ def test_a_worker_that_lost_its_run_does_not_wipe_the_new_owner_s_rows_on_retry(
     not touch the run another worker (B) now holds: not its rows, not its attempt count."""
     flaky = store.create_kpi(kpi_spec(name="Flaky", max_retries=1), "alice")
     run = store.submit(flaky.id, None, "alice")
-    assert jobs.claim_next(store.engine, "A") == run.id
-    job = jobs.load_job(store.engine, run.id, "A")
-    runner = Runner(store.engine, store.source_engines, store.settings, tenacity.wait_none())
+    assert store.ledger.claim_next("A") == run.id
 
     def taken_over_by_b() -> None:  # A was re-queued as lost, then B claimed it and wrote
         with db.write_tx(store.engine) as connection:
             connection.execute(
                 executions.update().where(executions.c.id == run.id).values(worker_id="B")
             )
-        results.write_batch(store.engine, run.id, "B", 1, ['["x"]', '["y"]'], 2)
+        store.ledger.held(run.id, "B").store(1, ['["x"]', '["y"]'], 2)
 
     lock = sqlite3.connect(source_db, isolation_level=None)
     try:
         lock.execute("BEGIN EXCLUSIVE")  # the source answers "database is locked": transient
         if lost == "before-its-attempt":
             taken_over_by_b()
-            runner.run(job, RunControl.starting_now(run.id, 30))
+            store.queue.run(run.id, "A")
         else:
-            finished = _in_thread(lambda: runner.run(job, RunControl.starting_now(run.id, 30)))
+            finished = _in_thread(lambda: store.queue.run(run.id, "A"))
             time.sleep(0.4)  # A has recorded its attempt and waits on the locked source
             taken_over_by_b()
             finished()
@@ -633,19 +629,19 @@ def test_a_run_claimed_again_by_the_same_worker_refuses_the_old_claims_writes(
 ) -> None:
     kpi = store.create_kpi(kpi_spec(), "ann")
     run = store.submit(kpi.id, actor="ann")
-    first = jobs.new_holder("worker-1")
-    assert jobs.claim_next(store.engine, first) == run.id
+    first = new_holder("worker-1")
+    assert store.ledger.claim_next(first) == run.id
     with db.write_tx(store.engine) as connection:  # its heartbeat went stale
         connection.execute(
             executions.update()
             .where(executions.c.id == run.id)
             .values(heartbeat_at=db.utcnow() - dt.timedelta(minutes=5))
         )
-    assert jobs.recover_stale(store.engine, heartbeat_timeout_s=30) == [run.id]
-    second = jobs.new_holder("worker-1")  # another thread of the same worker
-    assert jobs.claim_next(store.engine, second) == run.id
+    assert store.ledger.recover_stale() == [run.id]
+    second = new_holder("worker-1")  # another thread of the same worker
+    assert store.ledger.claim_next(second) == run.id
 
-    with pytest.raises(results.LostOwnership):
-        results.write_batch(store.engine, run.id, first, 1, ["[1]"], 1)
-    results.write_batch(store.engine, run.id, second, 1, ["[2]"], 1)
+    with pytest.raises(LostOwnership):
+        store.ledger.held(run.id, first).store(1, ["[1]"], 1)
+    store.ledger.held(run.id, second).store(1, ["[2]"], 1)
     assert store.execution(run.id).worker_id == second

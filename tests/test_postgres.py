@@ -29,7 +29,6 @@ from kpi_store import (
     UnsafeQueryError,
     ValidationError,
     VersionConflictError,
-    jobs,
 )
 from kpi_store.datasources import read_only_engine
 from kpi_store.schema import kpi_execution_results as executions
@@ -331,9 +330,12 @@ def test_the_server_stops_a_timed_out_query_even_when_the_cancel_never_arrives(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``statement_timeout`` is the server's own deadline: it holds without the watchdog."""
-    from kpi_store import execution
+    from kpi_store.watchdog import Watchdog
 
-    monkeypatch.setattr(execution, "_interrupter", lambda _connection: lambda: None)
+    def deaf_watchdog(cls: type[Watchdog], control: Any, _connection: Any) -> Watchdog:
+        return cls(control, lambda: None)  # the cancel never reaches the server
+
+    monkeypatch.setattr(Watchdog, "over", classmethod(deaf_watchdog))
     kpi_id = wh_kpi(SLEEPER, timeout_s=1)
     started = time.monotonic()
     run = pg_store.execute(kpi_id, actor="tester")
@@ -413,7 +415,7 @@ def test_jobs_are_claimed_with_skip_locked_without_waiting(pg_store: KPIStore) -
             ).all()
         assert caught.value.orig.sqlstate == LOCK_NOT_AVAILABLE
         # ...while worker B skips it and takes the next job at once.
-        thread, box = _in_thread(lambda: jobs.claim_next(pg_store.engine, "worker-b"))
+        thread, box = _in_thread(lambda: pg_store.ledger.claim_next("worker-b"))
         thread.join(5)
         blocked = thread.is_alive()
         if blocked:
@@ -422,11 +424,11 @@ def test_jobs_are_claimed_with_skip_locked_without_waiting(pg_store: KPIStore) -
         assert not blocked, "claim_next waited for the row worker A holds"
         assert box["value"] == second and box["seconds"] < 0.5
         # Nothing else is free: the next claim returns at once with nothing.
-        thread, box = _in_thread(lambda: jobs.claim_next(pg_store.engine, "worker-c"))
+        thread, box = _in_thread(lambda: pg_store.ledger.claim_next("worker-c"))
         thread.join(5)
         assert not thread.is_alive() and box["value"] is None
         holder_tx.rollback()  # worker A gives up: its job is pending again
-    assert jobs.claim_next(pg_store.engine, "worker-c") == first
+    assert pg_store.ledger.claim_next("worker-c") == first
     claimed = {e.id: e.worker_id for e in pg_store.executions(status="running")}
     assert claimed == {first: "worker-c", second: "worker-b"}
 

@@ -41,7 +41,8 @@ from kpi_store import KPI, KPIStore
 
 pytestmark = pytest.mark.slow
 
-HEARTBEAT_TIMEOUT_S = "2"
+# Timing knobs through settings, not sleeps: beats every 0.2 s, stale after 2 s.
+TIMING = {"KPI_HEARTBEAT_TIMEOUT_S": "2", "KPI_HEARTBEAT_INTERVAL_S": "0.2"}
 JOBS = 50
 
 
@@ -57,7 +58,7 @@ def spawn(store_url: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProces
             name,
             concurrency=concurrency,
             recovery_interval_s=0.5,
-            env={"KPI_HEARTBEAT_TIMEOUT_S": HEARTBEAT_TIMEOUT_S},
+            env=TIMING,
         )
         started.append(process)
         return process
