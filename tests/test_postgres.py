@@ -603,13 +603,8 @@ WORKER_SQL = (
 )
 
 
-@postgres
-@pytest.mark.slow
-def test_three_worker_processes_run_200_jobs_exactly_once_with_one_killed_mid_way(
-    pg_store: KPIStore, postgres_url: str, tmp_path: Path
-) -> None:
-    from job_helpers import WorkerProcess, held_by
-
+def _queue_small_jobs(pg_store: KPIStore) -> dict[int, int]:
+    """Queue JOBS small runs over five KPIs; returns run id -> the rows it must store."""
     kpi_ids = [
         pg_store.create_kpi(
             {
@@ -634,72 +629,39 @@ def test_three_worker_processes_run_200_jobs_exactly_once_with_one_killed_mid_wa
             kpi_ids[n % 5], {"rows": rows, "factor": n, "pause": 0.1}, actor="load"
         )
         expected_rows[run.id] = rows
+    return expected_rows
 
-    workers = [
-        WorkerProcess(
-            postgres_url,
-            tmp_path,
-            f"w{i}",
-            concurrency=2,
-            recovery_interval_s=0.5,
-            env={"KPI_HEARTBEAT_TIMEOUT_S": "2"},
+
+def _kill_mid_run(pg_store: KPIStore, victim: Any) -> set[int]:
+    """Kill ``victim`` once a quarter of the jobs are done and it holds some; returns the
+    runs it held when it died."""
+    from job_helpers import held_by
+
+    def victim_mid_run() -> list[int]:
+        done = len(pg_store.executions(status="success", limit=None))
+        if done < JOBS // 4:
+            return []
+        return [
+            e.id
+            for e in pg_store.executions(status="running", limit=None)
+            if held_by(e.worker_id, victim.worker_id)
+        ]
+
+    _wait_for(victim_mid_run, 60, "a quarter of the jobs done and the victim mid-run")
+    victim.kill()
+    with pg_store.engine.connect() as connection:
+        return set(
+            connection.execute(
+                sa.select(executions.c.id).where(
+                    executions.c.status == "running",
+                    executions.c.worker_id.startswith(victim.worker_id + ":"),
+                )
+            ).scalars()
         )
-        for i in range(3)
-    ]
-    try:
-        for worker in workers:
-            worker.wait_ready(30)
-        victim = workers[0]
 
-        def victim_mid_run() -> list[int]:
-            done = len(pg_store.executions(status="success", limit=None))
-            if done < JOBS // 4:
-                return []
-            return [
-                e.id
-                for e in pg_store.executions(status="running", limit=None)
-                if held_by(e.worker_id, victim.worker_id)
-            ]
 
-        _wait_for(victim_mid_run, 60, "a quarter of the jobs done and the victim mid-run")
-        victim.kill()
-        with pg_store.engine.connect() as connection:
-            orphaned = set(
-                connection.execute(
-                    sa.select(executions.c.id).where(
-                        executions.c.status == "running",
-                        executions.c.worker_id.startswith(victim.worker_id + ":"),
-                    )
-                ).scalars()
-            )
-        assert orphaned, "the victim finished its jobs before the kill landed"
-
-        def all_finished() -> bool:
-            return not pg_store.executions(status=["pending", "running"], limit=None)
-
-        _wait_for(all_finished, 120, "every job to finish")
-        survivors = [w.terminate(timeout=20)[0] for w in workers[1:]]
-    finally:
-        for worker in workers:
-            worker.close()
-
-    assert survivors == [0, 0]
+def _assert_rows_and_audit_match(pg_store: KPIStore, expected_rows: dict[int, int]) -> None:
     runs = {e.id: e for e in pg_store.executions(limit=None)}
-    assert set(runs) == set(expected_rows)
-    assert Counter(e.status for e in runs.values()) == {"success": JOBS}, Counter(
-        e.error for e in runs.values()
-    )
-
-    ran = Counter(i for w in workers for i in (e["id"] for e in w.events("ran")))
-    claimed = Counter(i for w in workers for i in w.claimed_ids())
-    assert set(ran) == set(expected_rows) and set(ran.values()) == {1}, "a job ran twice"
-    assert not orphaned & set(e["id"] for e in victim.events("ran"))
-    for execution_id in expected_rows:
-        assert claimed[execution_id] == (2 if execution_id in orphaned else 1)
-    for execution_id in orphaned:
-        assert runs[execution_id].requeue_count == 1
-        assert not held_by(runs[execution_id].worker_id, victim.worker_id)
-
     with pg_store.engine.connect() as connection:
         stored = dict(
             connection.execute(
@@ -718,6 +680,55 @@ def test_three_worker_processes_run_200_jobs_exactly_once_with_one_killed_mid_wa
     )
     assert executed == Counter(set(expected_rows))
     assert pg_store.verify_audit().ok
+
+
+@postgres
+@pytest.mark.slow
+def test_three_worker_processes_run_200_jobs_exactly_once_with_one_killed_mid_way(
+    pg_store: KPIStore, postgres_url: str, tmp_path: Path
+) -> None:
+    from job_helpers import WorkerProcess, held_by
+
+    expected_rows = _queue_small_jobs(pg_store)
+    timing = {"KPI_HEARTBEAT_TIMEOUT_S": "2", "KPI_HEARTBEAT_INTERVAL_S": "0.2"}
+    workers = [
+        WorkerProcess(
+            postgres_url, tmp_path, f"w{i}", concurrency=2, recovery_interval_s=0.5, env=timing
+        )
+        for i in range(3)
+    ]
+    try:
+        for worker in workers:
+            worker.wait_ready(30)
+        victim = workers[0]
+        orphaned = _kill_mid_run(pg_store, victim)
+        assert orphaned, "the victim finished its jobs before the kill landed"
+
+        def all_finished() -> bool:
+            return not pg_store.executions(status=["pending", "running"], limit=None)
+
+        _wait_for(all_finished, 120, "every job to finish")
+        survivors = [w.terminate(timeout=20)[0] for w in workers[1:]]
+    finally:
+        for worker in workers:
+            worker.close()
+
+    assert survivors == [0, 0]
+    runs = {e.id: e for e in pg_store.executions(limit=None)}
+    assert set(runs) == set(expected_rows)
+    assert Counter(e.status for e in runs.values()) == {"success": JOBS}, Counter(
+        e.error for e in runs.values()
+    )
+    ran = Counter(i for w in workers for i in (e["id"] for e in w.events("ran")))
+    claimed = Counter(i for w in workers for i in w.claimed_ids())
+    assert set(ran) == set(expected_rows) and set(ran.values()) == {1}, "a job ran twice"
+    assert not orphaned & set(e["id"] for e in victim.events("ran"))
+    for execution_id in expected_rows:
+        assert claimed[execution_id] == (2 if execution_id in orphaned else 1)
+    for execution_id in orphaned:
+        assert runs[execution_id].requeue_count == 1
+        assert not held_by(runs[execution_id].worker_id, victim.worker_id)
+    _assert_rows_and_audit_match(pg_store, expected_rows)
 
 
 # -- parity: the same answers from either store ---------------------------------------------------

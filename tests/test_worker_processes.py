@@ -72,10 +72,8 @@ def _pid_of(worker_id: str) -> int:
     return int(worker_id.split(":")[1])  # host:pid:label
 
 
-def test_fifty_jobs_on_two_worker_processes_each_run_exactly_once(
-    store: KPIStore, source_db: Path, spawn: Callable[..., WorkerProcess]
-) -> None:
-    tagged = store.create_kpi(
+def _tagged_kpi(store: KPIStore) -> KPI:
+    return store.create_kpi(
         {
             "name": "Tagged sales",
             "data_source": "shop",
@@ -93,6 +91,12 @@ def test_fifty_jobs_on_two_worker_processes_each_run_exactly_once(
         },
         "setup",
     )
+
+
+def test_fifty_jobs_on_two_worker_processes_each_run_exactly_once(
+    store: KPIStore, source_db: Path, spawn: Callable[..., WorkerProcess]
+) -> None:
+    tagged = _tagged_kpi(store)
     a, b = spawn("a"), spawn("b")
     a.wait_ready()
     b.wait_ready()
@@ -122,9 +126,20 @@ def test_fifty_jobs_on_two_worker_processes_each_run_exactly_once(
     assert claimed["a"] and claimed["b"], "both processes should have taken work"
     assert sorted(e["id"] for p in (a, b) for e in p.events("ran")) == sorted(runs)
 
+    owner = {i: a.worker_id for i in claimed["a"]} | {i: b.worker_id for i in claimed["b"]}
+    _assert_each_run_stored_its_own_rows(store, source_db, runs, owner)
+
+    for process in (a, b):
+        code, took = process.terminate()
+        assert code == 0, process.output()
+        assert took < 5
+
+
+def _assert_each_run_stored_its_own_rows(
+    store: KPIStore, source_db: Path, runs: dict[int, int], owner: dict[int, str]
+) -> None:
     with sqlite3.connect(source_db) as source:
         sales = source.execute("SELECT id, region, amount FROM sales ORDER BY id").fetchall()
-    owner = {i: a.worker_id for i in claimed["a"]} | {i: b.worker_id for i in claimed["b"]}
     for execution_id, tag in runs.items():
         run = store.execution(execution_id)
         assert run.status == "success", (execution_id, run.error)
@@ -133,11 +148,6 @@ def test_fifty_jobs_on_two_worker_processes_each_run_exactly_once(
         expected = [[tag, *row] for row in sales[: tag % 48 + 1]]
         assert all_stored_rows(store, execution_id) == expected
         assert run.row_count == run.rows_read == len(expected)
-
-    for process in (a, b):
-        code, took = process.terminate()
-        assert code == 0, process.output()
-        assert took < 5
 
 
 def test_a_sigkilled_worker_s_job_is_requeued_and_finished_by_another_without_orphans(
