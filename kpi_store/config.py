@@ -85,6 +85,45 @@ class Settings:
         "",
         "Name the CLI records as the actor of its changes (default: your login name).",
     )
+    source_dirs: str = _setting(
+        "KPI_SOURCE_DIRS",
+        "",
+        "Folders SQLite and DuckDB data sources may live in, separated by ':' "
+        "(default: a sources/ folder beside the store).",
+    )
+    secret_key: str = _setting(
+        "KPI_SECRET_KEY",
+        "",
+        "Key that encrypts data-source credentials and signs the audit chain "
+        "(default: generated once into KPI_SECRET_KEY_FILE).",
+    )
+    secret_key_file: str = _setting(
+        "KPI_SECRET_KEY_FILE",
+        "",
+        "Where the generated key is kept, owner-only (default: kpi_secret.key beside the store).",
+    )
+    value_max_bytes: int = _setting(
+        "KPI_VALUE_MAX_BYTES",
+        16_000_000,
+        "Largest single value (text or blob) a query may produce, in bytes.",
+    )
+    result_max_bytes: int = _setting(
+        "KPI_RESULT_MAX_BYTES",
+        256_000_000,
+        "Most bytes of rows one run may store; a run over it fails and keeps no rows.",
+    )
+    max_running_per_user: int = _setting(
+        "KPI_MAX_RUNNING_PER_USER", 4, "Most runs one person may have running at once."
+    )
+    max_queued_per_user: int = _setting(
+        "KPI_MAX_QUEUED_PER_USER", 50, "Most runs one person may have queued at once."
+    )
+    audit_checkpoint_file: str = _setting(
+        "KPI_AUDIT_CHECKPOINT_FILE",
+        "",
+        "File outside the store where workers append signed audit checkpoints "
+        "(default: kpi_audit_checkpoints.jsonl beside the store).",
+    )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
