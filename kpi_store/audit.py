@@ -1,20 +1,24 @@
-"""The append-only, hash-chained audit log.
+"""The append-only, signed, hash-chained audit log.
 
-Each entry's hash covers its own content and the previous entry's hash, so editing or
-deleting any entry but the newest breaks the chain at that point. Appends happen inside
-the caller's write transaction: no change without its entry, no entry without its change.
+Each entry carries a gap-free sequence number and an HMAC (keyed with the store's secret
+key) over its content and the previous entry's hash: editing an entry, recomputing the
+hashes without the key, or removing entries that later ones follow is detected. Cutting
+the newest entries is caught against a checkpoint kept outside the database
+(``integrity.py``). Appends happen inside the caller's write transaction: no change
+without its entry, no entry without its change.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
 
-from . import db
+from . import db, keys
 from .errors import ValidationError
 from .models import AuditEntry, AuditVerification
 from .schema import kpi_audit_log as log
@@ -29,17 +33,48 @@ DATA_SOURCE_ADD, DATA_SOURCE_REMOVE = AuditAction.DATA_SOURCE_ADD, AuditAction.D
 EXECUTE, CANCEL, EXPORT = AuditAction.EXECUTE, AuditAction.CANCEL, AuditAction.EXPORT
 
 
-def _entry_hash(
+def _payload(
     prev_hash: str,
+    seq: int | None,
     occurred_at: dt.datetime,
     actor: str,
     action: str,
     kpi_id: int | None,
     entity: str | None,
     details_json: str,
-) -> str:
+) -> bytes:
+    fields = [prev_hash, seq, occurred_at.isoformat(), actor, action, kpi_id, entity]
+    return db.dumps([*fields, details_json]).encode()
+
+
+def signed_hash(key: keys.SecretKey, row: Any, prev_hash: str) -> str:
+    """The keyed hash an entry (any object with the log's columns) must carry."""
+    return key.sign(
+        _payload(
+            prev_hash,
+            row.seq,
+            row.occurred_at,
+            row.actor,
+            row.action,
+            row.kpi_id,
+            row.entity,
+            row.details,
+        )
+    )
+
+
+def legacy_hash(row: Any) -> str:
+    """The unkeyed SHA-256 that entries written before the chain was keyed carry."""
     payload = db.dumps(
-        [prev_hash, occurred_at.isoformat(), actor, action, kpi_id, entity, details_json]
+        [
+            row.prev_hash,
+            row.occurred_at.isoformat(),
+            row.actor,
+            row.action,
+            row.kpi_id,
+            row.entity,
+            row.details,
+        ]
     )
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -55,26 +90,22 @@ def append(
 ) -> None:
     """Add one entry to the chain inside the caller's transaction."""
     db.lock_audit_chain(connection)
-    prev_hash = connection.execute(
-        sa.select(log.c.entry_hash).order_by(log.c.id.desc()).limit(1)
-    ).scalar_one_or_none()
-    prev_hash = prev_hash or GENESIS_HASH
-    occurred_at = db.utcnow()
-    details_json = db.dumps(details or {})
-    connection.execute(
-        log.insert().values(
-            occurred_at=occurred_at,
-            actor=actor,
-            action=action,
-            kpi_id=kpi_id,
-            entity=entity,
-            details=details_json,
-            prev_hash=prev_hash,
-            entry_hash=_entry_hash(
-                prev_hash, occurred_at, actor, action, kpi_id, entity, details_json
-            ),
-        )
+    last = connection.execute(
+        sa.select(log.c.entry_hash, log.c.seq).order_by(log.c.id.desc()).limit(1)
+    ).first()
+    prev_hash = last.entry_hash if last else GENESIS_HASH
+    values = dict(
+        seq=(last.seq or 0) + 1 if last else 1,
+        occurred_at=db.utcnow(),
+        actor=actor,
+        action=action,
+        kpi_id=kpi_id,
+        entity=entity,
+        details=db.dumps(details or {}),
+        prev_hash=prev_hash,
     )
+    entry_hash = signed_hash(keys.of(connection), SimpleNamespace(**values), prev_hash)
+    connection.execute(log.insert().values(**values, entry_hash=entry_hash))
 
 
 def append_run(
@@ -94,6 +125,49 @@ def append_run(
         entity=f"execution:{execution_id}",
         details={"execution_id": execution_id, **details},
     )
+
+
+def all_rows(connection: sa.engine.Connection, batch_size: int = 5_000) -> Iterator[sa.Row]:
+    """Every entry in id order, read in batches."""
+    last_id = 0
+    while True:
+        rows = connection.execute(
+            sa.select(log).where(log.c.id > last_id).order_by(log.c.id).limit(batch_size)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        last_id = rows[-1].id
+
+
+def verify_chain(connection: sa.engine.Connection, key: keys.SecretKey) -> AuditVerification:
+    """Walk the chain from the start; report the first entry that does not fit."""
+    expected_prev, expected_seq, checked = GENESIS_HASH, 1, 0
+    for row in all_rows(connection):
+        reason = _misfit(row, key, expected_prev, expected_seq)
+        if reason:
+            return AuditVerification(
+                ok=False, checked=checked, first_broken_id=row.id, reason=reason
+            )
+        expected_prev, expected_seq, checked = row.entry_hash, expected_seq + 1, checked + 1
+    return AuditVerification(ok=True, checked=checked)
+
+
+def _misfit(row: sa.Row, key: keys.SecretKey, prev: str, seq: int) -> str:
+    if row.seq != seq:
+        if row.seq is not None and row.seq > seq:
+            missing = (
+                f"entry {seq} is" if row.seq == seq + 1 else f"entries {seq} to {row.seq - 1} are"
+            )
+            return f"{missing} missing: removed before entry {row.id}"
+        return f"entry {row.id} is out of sequence (expected number {seq}, found {row.seq})"
+    if row.prev_hash != prev:
+        return (
+            f"entry {row.id} does not follow the entry before it (an entry was removed or altered)"
+        )
+    if row.entry_hash != signed_hash(key, row, row.prev_hash):
+        return f"entry {row.id} was altered after it was written (its signature does not match)"
+    return ""
 
 
 CSV_HEADER = ["id", "occurred_at", "actor", "action", "kpi_id", "entity", "details"]
@@ -165,44 +239,3 @@ def _to_entry(row: sa.Row) -> AuditEntry:
         prev_hash=row.prev_hash,
         entry_hash=row.entry_hash,
     )
-
-
-def verify(connection: sa.engine.Connection, batch_size: int = 5_000) -> AuditVerification:
-    """Recompute the chain from the start; report the first entry that does not fit."""
-    expected_prev = GENESIS_HASH
-    checked = 0
-    last_id = 0
-    while True:
-        rows = connection.execute(
-            sa.select(log).where(log.c.id > last_id).order_by(log.c.id).limit(batch_size)
-        ).all()
-        if not rows:
-            return AuditVerification(ok=True, checked=checked)
-        for row in rows:
-            if row.prev_hash != expected_prev:
-                return AuditVerification(
-                    ok=False,
-                    checked=checked,
-                    first_broken_id=row.id,
-                    reason=f"entry {row.id} does not follow the entry before it "
-                    "(an entry was removed or altered)",
-                )
-            recomputed = _entry_hash(
-                row.prev_hash,
-                row.occurred_at,
-                row.actor,
-                row.action,
-                row.kpi_id,
-                row.entity,
-                row.details,
-            )
-            if recomputed != row.entry_hash:
-                return AuditVerification(
-                    ok=False,
-                    checked=checked,
-                    first_broken_id=row.id,
-                    reason=f"entry {row.id} was altered after it was written",
-                )
-            expected_prev = row.entry_hash
-            checked += 1
-            last_id = row.id

@@ -245,13 +245,18 @@ def cmd_history(store: KPIStore, args: argparse.Namespace) -> int:
 def cmd_audit(store: KPIStore, args: argparse.Namespace) -> int:
     if args.verify:
         result = store.verify_audit()
-        if result.ok:
-            print(f"Audit chain intact: {result.checked} entries checked.")
-            return EXIT_OK
-        print(
-            f"Audit chain BROKEN at entry {result.first_broken_id} "
-            f"({result.checked} checked): {result.reason}"
+        vouched = (
+            f"The newest audit checkpoint vouches for {result.checkpoint_count} entries."
+            if result.checkpoint_count is not None
+            else "No audit checkpoint yet (workers write them; see KPI_AUDIT_CHECKPOINT_FILE)."
         )
+        if result.ok:
+            print(f"Audit chain intact: {result.checked} entries checked.\n{vouched}")
+            return EXIT_OK
+        where = f" at entry {result.first_broken_id}" if result.first_broken_id else ""
+        print(f"Audit check FAILED{where} ({result.checked} entries checked). {vouched}")
+        for problem in result.problems:
+            print(f"  - {problem}")
         return EXIT_RUN_FAILED
     entries = store.audit_log(
         kpi_id=args.kpi, actor=args.actor_filter, action=args.action, limit=args.limit

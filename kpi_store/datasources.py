@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import audit, db
+from . import audit, db, keys
 from .errors import DataSourceError, NotFoundError, ValidationError
 from .models import DataSource, mask_url
 from .schema import data_sources as table
@@ -140,9 +140,41 @@ class SourceEngines:
 
 
 def _to_record(row: sa.Row) -> DataSource:
+    """The record pages see: the URL with its password masked, never the credentials."""
+    shown = row.display_url if row.display_url is not None else mask_url(row.url)
     return DataSource(
-        name=row.name, url=row.url, created_at=row.created_at, created_by=row.created_by
+        name=row.name, url=shown, created_at=row.created_at, created_by=row.created_by
     )
+
+
+def connect_url(connection: sa.engine.Connection, name: str) -> str:
+    """The real URL of a source, decrypted only to connect to it."""
+    stored = connection.execute(
+        sa.select(table.c.url).where(table.c.name == name)
+    ).scalar_one_or_none()
+    if stored is None:
+        raise NotFoundError(f"There is no data source named '{name}'.")
+    return keys.of(connection).decrypt(stored)
+
+
+def seal_credentials(engine: sa.engine.Engine, key: keys.SecretKey) -> int:
+    """Encrypt every source URL still stored in clear (sources added before encryption)."""
+    with db.read_tx(engine) as connection:
+        plain = [
+            (row.name, row.url)
+            for row in connection.execute(sa.select(table.c.name, table.c.url))
+            if not keys.is_encrypted(row.url)
+        ]
+    if not plain:
+        return 0
+    with db.write_tx(engine) as connection:
+        for name, url in plain:
+            connection.execute(
+                table.update()
+                .where(table.c.name == name, table.c.url == url)
+                .values(url=key.encrypt(url), display_url=mask_url(url))
+            )
+    return len(plain)
 
 
 def get(connection: sa.engine.Connection, name: str) -> DataSource:
@@ -179,7 +211,13 @@ def add(engine: sa.engine.Engine, name: str, url: str, actor: str) -> DataSource
             )
         now = db.utcnow()
         connection.execute(
-            table.insert().values(name=name, url=url, created_at=now, created_by=actor)
+            table.insert().values(
+                name=name,
+                url=keys.of(connection).encrypt(url),
+                display_url=mask_url(url),
+                created_at=now,
+                created_by=actor,
+            )
         )
         audit.append(
             connection,

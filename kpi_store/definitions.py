@@ -68,7 +68,7 @@ def _spec_json(spec: KPISpec) -> str:
     return db.dumps(spec.model_dump(mode="json"))
 
 
-def _to_kpi(row: sa.Row) -> KPI:
+def to_kpi(row: sa.Row) -> KPI:
     values = dict(row._mapping)
     del values["name_key"]
     for name in _JSON_FIELDS:
@@ -101,7 +101,7 @@ def require_kpi(connection: sa.engine.Connection, kpi_id: int) -> sa.Row:
 
 
 def get(connection: sa.engine.Connection, kpi_id: int, version: int | None = None) -> KPI:
-    current = _to_kpi(require_kpi(connection, kpi_id))
+    current = to_kpi(require_kpi(connection, kpi_id))
     if version is None or version == current.version:
         return current
     snapshot = version_entry(connection, kpi_id, version)
@@ -132,7 +132,7 @@ def list_kpis(
     query = sa.select(table)
     if not include_archived:
         query = query.where(table.c.status == KPIStatus.ACTIVE)
-    kpis = [_to_kpi(row) for row in connection.execute(query)]
+    kpis = [to_kpi(row) for row in connection.execute(query)]
     kpis.sort(key=lambda kpi: (name_key(kpi.name), kpi.id))
     if search and search.strip():
         needle = search.strip().casefold()
@@ -267,7 +267,7 @@ def update(
     if NUL in (note or ""):
         raise ValidationError(f"The note {NUL_MESSAGE}.", {"note": NUL_MESSAGE})
     with _name_taken_as_validation(), db.write_tx(engine) as connection:
-        current = _to_kpi(require_kpi(connection, kpi_id))
+        current = to_kpi(require_kpi(connection, kpi_id))
         _check_editable(current, expected_version)
         merged = current.spec().model_dump()
         merged.update(_checked_changes(changes))
@@ -320,7 +320,7 @@ def restore(engine: sa.engine.Engine, kpi_id: int, version: int, actor: str) -> 
 
 def set_status(engine: sa.engine.Engine, kpi_id: int, actor: str, status: str) -> KPI:
     with _name_taken_as_validation(), db.write_tx(engine) as connection:
-        current = _to_kpi(require_kpi(connection, kpi_id))
+        current = to_kpi(require_kpi(connection, kpi_id))
         if current.status == status:
             return current
         if status == KPIStatus.ACTIVE:
@@ -349,7 +349,7 @@ def delete(engine: sa.engine.Engine, kpi_id: int, actor: str) -> None:
         # commits before we count, or waits and then finds the KPI gone.
         check_id(kpi_id)
         connection.execute(sa.select(table.c.id).where(table.c.id == kpi_id).with_for_update())
-        current = _to_kpi(require_kpi(connection, kpi_id))
+        current = to_kpi(require_kpi(connection, kpi_id))
         active_runs = connection.execute(
             sa.select(sa.func.count())
             .select_from(executions)

@@ -247,6 +247,19 @@ class AuditVerification(BaseModel):
     checked: int
     first_broken_id: int | None = None
     reason: str = ""
+    problems: list[str] = Field(default_factory=list)  # every finding, the reason first
+    checkpoint_count: int | None = None  # entries the checkpoint used vouches for
+
+
+class AuditCheckpoint(BaseModel):
+    """How many audit entries there were and the newest one's hash, signed with the key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    count: int
+    head_hash: str
+    created_at: dt.datetime
+    signature: str
 
 
 class Column(BaseModel):

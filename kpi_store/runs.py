@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEUES = 1
 WORKER_LOST = "worker lost"
+PROCESS_STOPPED = "The process running it stopped before it finished."
 
 FinishedHook = Callable[[Execution], None]
 
@@ -185,13 +186,13 @@ class RunLedger:
         with db.read_tx(self.engine) as connection:
             execution = run_records.get(connection, execution_id)
             kpi = definitions.get(connection, execution.kpi_id, execution.kpi_version)
-            source = sources.get(connection, kpi.data_source)
+            source_url = sources.connect_url(connection, kpi.data_source)
         spec = kpi.spec()
         return Job(
             execution_id=execution.id,
             worker_id=holder,
             spec=spec,
-            source_url=source.url,
+            source_url=source_url,
             params=stored_parameters(spec, execution.params),
             requested_by=execution.requested_by,
             kpi_id=execution.kpi_id,
@@ -262,12 +263,19 @@ class RunLedger:
             )
 
     def recover_stale(self) -> list[int]:
-        """Re-queue (once) or end the runs whose process stopped beating their heartbeat."""
+        """End or re-queue (once) the runs whose process stopped beating their heartbeat.
+
+        A run someone started to watch ("run now") ends failed rather than coming back
+        in the background behind their back; a queued job is re-queued once.
+        """
         cutoff = db.utcnow() - dt.timedelta(seconds=self.settings.heartbeat_timeout_s)
         with db.read_tx(self.engine) as connection:
             rows = connection.execute(
                 sa.select(
-                    executions.c.id, executions.c.requeue_count, executions.c.cancel_requested
+                    executions.c.id,
+                    executions.c.mode,
+                    executions.c.requeue_count,
+                    executions.c.cancel_requested,
                 ).where(_stale(cutoff))
             ).all()
         # One short transaction per run: the audit lock is never held across runs, so a
@@ -278,6 +286,8 @@ class RunLedger:
         where = sa.and_(executions.c.id == row.id, _stale(cutoff))
         if row.cancel_requested:  # asked to stop before its worker died: don't revive it
             recovered = self._end(where, RunStatus.CANCELLED, "Cancelled before it finished.")
+        elif row.mode == RunMode.NOW:
+            recovered = self._end(where, RunStatus.FAILED, PROCESS_STOPPED)
         elif row.requeue_count < MAX_REQUEUES:
             with db.write_tx(self.engine) as connection:
                 recovered = _back_to_queue(
@@ -286,7 +296,7 @@ class RunLedger:
         else:
             recovered = self._end(where, RunStatus.FAILED, WORKER_LOST)
         if recovered:  # else a heartbeat landed meanwhile (PostgreSQL): the run is alive
-            log.warning("run %s: its worker stopped beating its heartbeat; recovered", row.id)
+            log.warning("run %s: its process stopped beating its heartbeat; recovered", row.id)
         return recovered
 
     def cancel(self, execution_id: int, actor: str) -> Execution:

@@ -17,6 +17,7 @@ data_sources = sa.Table(
     sa.Column("url", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("display_url", sa.Text),  # the URL with its password masked; ``url`` is encrypted
 )
 
 kpi_definitions = sa.Table(
@@ -48,6 +49,13 @@ kpi_definitions = sa.Table(
     sa.Column("created_by", sa.String(200), nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.Column("updated_by", sa.String(200), nullable=False),
+    sa.Index(
+        "uq_kpi_definitions_active_name",
+        "name_key",
+        unique=True,
+        sqlite_where=sa.text("status = 'active'"),
+        postgresql_where=sa.text("status = 'active'"),
+    ),
     sqlite_autoincrement=True,
 )
 
@@ -80,7 +88,18 @@ kpi_audit_log = sa.Table(
     sa.Column("details", sa.Text, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("entry_hash", sa.String(64), nullable=False),
+    sa.Column("seq", sa.Integer),  # 1, 2, 3… with no gaps: a removed entry leaves a hole
+    sa.Index("ix_kpi_audit_log_seq", "seq", unique=True),
+    sa.Index("ix_kpi_audit_log_kpi_id", "kpi_id", "id"),
+    sa.Index("ix_kpi_audit_log_occurred_at", "occurred_at"),
     sqlite_autoincrement=True,
+)
+
+kpi_store_meta = sa.Table(
+    "kpi_store_meta",
+    metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
 )
 
 kpi_execution_results = sa.Table(
@@ -117,6 +136,9 @@ kpi_execution_results = sa.Table(
     sa.Column("rows_read", sa.Integer, nullable=False),
     sa.Column("cancel_requested", sa.Boolean, nullable=False),
     sa.Column("requeue_count", sa.Integer, nullable=False),
+    sa.Index("ix_kpi_execution_results_status", "status", "id"),
+    sa.Index("ix_kpi_execution_results_kpi", "kpi_id", "id"),
+    sa.Index("ix_kpi_execution_results_batch", "batch_id"),
     sqlite_autoincrement=True,
 )
 

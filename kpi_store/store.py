@@ -11,9 +11,9 @@ import logging
 import os
 import pathlib
 from collections.abc import Iterable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal
 
-from . import audit, batches, db, definitions, results, run_records, versions
+from . import audit, batches, db, definitions, integrity, keys, results, run_records, versions
 from . import datasources as sources
 from .config import Settings
 from .errors import ValidationError
@@ -23,6 +23,7 @@ from .models import (
     KPI,
     NUL,
     NUL_MESSAGE,
+    AuditCheckpoint,
     AuditEntry,
     AuditVerification,
     BatchResult,
@@ -60,12 +61,21 @@ class KPIStore:
         self.url = self.settings.url
         self.engine = db.create_store_engine(self.url)
         db.migrate(self.engine)
+        self._key = keys.load(self.settings)
+        keys.attach(self.engine, self._key)
+        integrity.key_the_chain(self.engine, self._key)
+        sources.seal_credentials(self.engine, self._key)
         self.source_engines = sources.SourceEngines()
         self.ledger = RunLedger(self.engine, self.settings)
         self.runner = Runner(self.source_engines, self.settings)
         self.active_runs = ActiveRuns(self.ledger, self.settings.heartbeat_interval_s)
         self.queue = JobQueue(self.ledger, self.active_runs, self._run_held)
+        self.checkpoints = integrity.CheckpointWriter(
+            self.engine, self._key, integrity.checkpoint_file(self.settings)
+        )
         self._now_worker_id = process_worker_id("now")
+        # A run whose process died must not stay "running" when no worker is around.
+        self.ledger.recover_stale()
 
     def close(self) -> None:
         """Release every pooled connection (the store can be reopened later)."""
@@ -275,7 +285,8 @@ class KPIStore:
             }
         )
         bound = bind_parameters(spec, params)
-        engine = self.source_engines.get(self.data_source(data_source).url)
+        with db.read_tx(self.engine) as connection:
+            engine = self.source_engines.get(sources.connect_url(connection, data_source))
         return preview_rows(engine, spec.sql, bound, limit, timeout_s)
 
     # -- results --------------------------------------------------------------------
@@ -369,10 +380,21 @@ class KPIStore:
                 limit=limit,
             )
 
-    def verify_audit(self) -> AuditVerification:
-        """Recompute the audit hash chain and report the first entry that breaks it."""
+    def verify_audit(
+        self, checkpoint: AuditCheckpoint | Literal["file"] | None = "file"
+    ) -> AuditVerification:
+        """Check the signed audit chain (edits, removed entries), the current definitions
+        against their history and audit trail, and the chain's length against a signed
+        checkpoint: by default the newest in ``KPI_AUDIT_CHECKPOINT_FILE``, if any."""
+        if checkpoint == "file":
+            checkpoint = integrity.newest_checkpoint(self.checkpoints.path)
         with db.read_tx(self.engine) as connection:
-            return audit.verify(connection)
+            return integrity.verify(connection, self._key, checkpoint)
+
+    def audit_checkpoint(self) -> AuditCheckpoint:
+        """The audit chain's length and newest hash, signed: keep it outside the store."""
+        with db.read_tx(self.engine) as connection:
+            return integrity.make_checkpoint(connection, self._key)
 
     # -- views for pages (rules pages used to compute themselves) ----------------------
 

@@ -39,6 +39,7 @@ class Worker:
         if concurrency < 1:
             raise ValueError("a worker needs at least one thread")
         self.queue = store.queue
+        self._chores = (self.recover, store.checkpoints.write_if_due)
         settings = self.queue.settings
         self.concurrency = concurrency
         self.poll_interval_s = poll_interval_s or settings.worker_poll_s
@@ -122,8 +123,10 @@ class Worker:
                 self._held.discard(execution_id)
 
     def _maintain(self) -> None:
+        """Recovery of dead workers' runs and audit checkpoints, every recovery interval."""
         while not self._stopping.wait(self.recovery_interval_s):
-            try:
-                self.recover()
-            except sa.exc.SQLAlchemyError:
-                log.exception("recovery pass failed; trying again later")
+            for chore in self._chores:
+                try:
+                    chore()
+                except (sa.exc.SQLAlchemyError, OSError):
+                    log.exception("%s failed; trying again later", chore.__name__)

@@ -411,7 +411,7 @@ def test_a_broken_audit_chain_exits_1(tmp_path: Path, capsys: pytest.CaptureFixt
         connection.execute("UPDATE kpi_audit_log SET actor = 'mallory' WHERE id = 1")
     code, out, _ = run_main(capsys, url, "audit", "--verify")
     assert code == 1
-    assert "BROKEN at entry 1" in out
+    assert "FAILED at entry 1" in out and "entry 1 was altered" in out
 
 
 def test_background_run_cancel_and_a_second_cancel(

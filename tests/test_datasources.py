@@ -153,10 +153,22 @@ def test_read_only_engine_refuses_writes(source_db, sql):
         engine.dispose()
 
 
-def test_display_url_masks_a_password(store, source_db):
+def test_a_password_is_never_shown_and_never_stored_in_clear(store, source_db):
     source = store.add_data_source("secret", f"sqlite://u:s3cret@/{source_db}", "dana")
     assert source.display_url == f"sqlite://u:***@/{source_db}"
-    assert "s3cret" in source.url  # the real URL is kept for connecting
+    assert "s3cret" not in source.url + repr(store.data_sources()) + repr(
+        store.data_source("secret")
+    )
+    with store.engine.connect() as connection:  # what the store's database holds
+        stored = connection.execute(sa.text("SELECT url FROM data_sources WHERE name = 'secret'"))
+        assert "s3cret" not in stored.scalar_one()
+    entries = store.audit_log(action="DATA_SOURCE_ADD")
+    assert "s3cret" not in repr(entries)
+    kpi = store.create_kpi(
+        {"name": "Via secret", "data_source": "secret", "sql": "SELECT count(*) AS n FROM sales"},
+        "dana",
+    )
+    assert store.execute(kpi.id, actor="dana").value == 48  # decrypted only to connect
 
 
 @pytest.mark.parametrize(
