@@ -376,7 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--verify", action="store_true", help="check the whole chain instead")
 
     sub = command("worker", cmd_worker, "run queued jobs until Ctrl+C or SIGTERM")
-    sub.add_argument("--concurrency", metavar="N", type=_positive_int, default=2)
+    sub.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=_positive_int,
+        default=2,
+        help="worker threads (default 2)",
+    )
     sub.add_argument(
         "--stop-timeout",
         metavar="S",

@@ -8,6 +8,13 @@ Every test that uses ``store`` or ``store_url`` runs twice: on a SQLite store fi
 
 A test that is about SQLite itself (it opens the store file with ``sqlite3``, say) runs
 only on SQLite: mark it ``@pytest.mark.sqlite_only``, or name it ``test_sqlite_...``.
+
+Helper modules with fixtures are loaded as plugins (``pytest_plugins`` below), so their
+fixtures are defined once for the session: ``pg_helpers`` (the PostgreSQL server and its
+throw-away databases) and ``ui_helpers`` (the AppTest fixtures). Test modules import the
+plain helper functions they use by name.
+
+At the end of a run, skipped tests are summarised one line per reason, with a count.
 """
 
 from __future__ import annotations
@@ -20,15 +27,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from pg_helpers import PostgresServer, ServerProbe
 
 from kpi_store import KPIStore
+
+pytest_plugins = ["pg_helpers", "ui_helpers"]
 
 REGIONS = ("north", "south", "east", "west")
 STORE_KINDS = ("sqlite", "postgresql")
 SQLITE_ONLY_PREFIX = "test_sqlite_"
-
-_POSTGRES = ServerProbe()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -36,6 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "sqlite_only: run only on the SQLite store (the test uses SQLite itself)"
     )
     config.addinivalue_line("markers", "postgres: tests against a real PostgreSQL server")
+    config.addinivalue_line("markers", "browser: end-to-end tests in headless Chromium")
 
 
 def is_sqlite_only(definition: pytest.Function | Any) -> bool:
@@ -73,21 +80,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    _POSTGRES.close()
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason.removeprefix("Skipped: ")
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> PostgresServer:
-    """The PostgreSQL test server (skips, or fails when required, if there is none)."""
-    return _POSTGRES.get()
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Skipped tests, one line per reason with a count (pytest alone prints one per test).
 
-
-@pytest.fixture()
-def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for this test alone, dropped afterwards."""
-    with postgres_server.database() as url:
-        yield url
+    ``addopts`` in pyproject.toml leaves ``s`` out of ``-r``, so this is the only list.
+    """
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if r.skipped]
+    if not skipped:
+        return
+    by_reason: dict[str, list[pytest.TestReport]] = {}
+    for report in skipped:
+        by_reason.setdefault(_skip_reason(report), []).append(report)
+    terminalreporter.section("skipped, by reason", sep="-")
+    for reason, reports in sorted(by_reason.items(), key=lambda item: -len(item[1])):
+        files = sorted({r.nodeid.split("::", 1)[0] for r in reports})
+        where = files[0] if len(files) == 1 else f"{len(files)} files"
+        noun = "test" if len(reports) == 1 else "tests"
+        terminalreporter.write_line(f"SKIPPED {len(reports)} {noun} ({where}): {reason}")
 
 
 @pytest.fixture()

@@ -12,12 +12,18 @@ ordering that only holds under one collation shows up as a failing test. On a se
 built without ICU they fall back to the server's default.
 
 Without the variable, or when the server does not answer, PostgreSQL tests are skipped;
-with ``KPI_TEST_REQUIRE_POSTGRES=1`` (set by ``.ci/run``) they fail instead.
+with ``KPI_TEST_REQUIRE_POSTGRES=1`` (set by ``.ci/run``) they fail instead. ``make test``
+sets the variable itself when PostgreSQL's server binaries are installed: it starts a
+throw-away cluster with ``scripts/postgres-test-server.sh`` (and stops it afterwards).
+
+``conftest.py`` loads this module as a plugin (``pytest_plugins``): it provides the
+``postgres_server`` and ``postgres_url`` fixtures and drops leftover databases at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import re
@@ -37,6 +43,14 @@ CONNECT_TIMEOUT_S = 3
 LINGUISTIC_LOCALE = "LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 _OURS = re.compile(rf"^{DATABASE_PREFIX}{_HOST}_(\d+)_")
+
+
+PG_BINARIES = "/usr/lib/postgresql/*/bin/initdb"
+
+
+def server_binaries() -> list[str]:
+    """The installed PostgreSQL ``initdb`` programs (what scripts/postgres-test-server.sh uses)."""
+    return sorted(glob.glob(PG_BINARIES))
 
 
 def required() -> bool:
@@ -180,7 +194,12 @@ class ServerProbe:
                 self._probed = True
                 raw = os.environ.get(URL_ENV, "").strip()
                 if not raw:
-                    self._problem = f"{URL_ENV} is not set"
+                    self._problem = f"{URL_ENV} is not set" + (
+                        " (`make test` starts a throw-away server)"
+                        if server_binaries()
+                        else f" and no PostgreSQL server binaries are installed ({PG_BINARIES};"
+                        " apt-get install postgresql, then `make test` starts a throw-away one)"
+                    )
                 else:
                     try:
                         self._server = PostgresServer.connect(raw)
@@ -220,3 +239,25 @@ def running_queries(server: PostgresServer, database_url: str) -> list[str]:
                 {"d": database},
             ).scalars()
         )
+
+
+# -- the plugin: fixtures and the end-of-session clean-up --------------------------------
+
+_PROBE = ServerProbe()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> PostgresServer:
+    """The PostgreSQL test server (skips, or fails when required, if there is none)."""
+    return _PROBE.get()
+
+
+@pytest.fixture()
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test alone, dropped afterwards."""
+    with postgres_server.database() as url:
+        yield url
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _PROBE.close()
