@@ -8,15 +8,18 @@ past validation cannot write.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
 import sqlite3
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from . import audit, db, keys
+from .config import Settings
 from .errors import DataSourceError, NotFoundError, ValidationError
 from .models import DataSource, mask_url
 from .schema import data_sources as table
@@ -24,8 +27,66 @@ from .schema import kpi_definitions
 
 # Short, so a locked source is retried with backoff (and logged) rather than waited on.
 SQLITE_SOURCE_BUSY_S = 1.0
+DEFAULT_FOLDER_NAME = "sources"
+SUPPORTED_DIALECTS = frozenset({"sqlite", "postgresql"})
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _PG_READ_ONLY = "-c default_transaction_read_only=on"
+
+
+@dataclass(frozen=True)
+class SourceFolders:
+    """Where file data sources (SQLite, DuckDB) may live, and the one file that never may:
+    the store's own database. Paths are resolved (symlinks, ``..``) before any check."""
+
+    folders: tuple[pathlib.Path, ...]
+    store_file: pathlib.Path | None
+    beside_store: pathlib.Path  # the sources/ folder beside the store (or under ./data)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SourceFolders:
+        store_url = sa.engine.make_url(settings.url)
+        store_file = None
+        if store_url.get_backend_name() == "sqlite" and store_url.database:
+            store_file = pathlib.Path(store_url.database).expanduser().resolve()
+        beside = keys.default_beside_store(settings, DEFAULT_FOLDER_NAME)
+        listed = [f.strip() for f in settings.source_dirs.split(os.pathsep) if f.strip()]
+        folders = tuple(pathlib.Path(f).expanduser().resolve() for f in listed) or (beside,)
+        return cls(folders=folders, store_file=store_file, beside_store=beside)
+
+    @property
+    def default(self) -> pathlib.Path:
+        """Where the demo warehouse goes: ``sources/`` beside the store when that is
+        allowed, else the first allowed folder."""
+        if any(self.beside_store.is_relative_to(folder) for folder in self.folders):
+            return self.beside_store
+        return self.folders[0]
+
+    def check(self, path: pathlib.Path, name: str = "") -> pathlib.Path:
+        """``path`` resolved, if it lies inside an allowed folder and is not the store."""
+        resolved = path.expanduser().resolve()
+        what = f"Data source '{name}'" if name else "A data source"
+        if self._is_store(resolved):
+            raise ValidationError(
+                f"{what} cannot be the KPI store's own database.", {"url": "the store itself"}
+            )
+        if not any(resolved.is_relative_to(folder) for folder in self.folders):
+            shown = ", ".join(str(f) for f in self.folders)
+            message = (
+                f"{what} must be a file inside the allowed folders ({shown}); "
+                f"{resolved} is not. An administrator can add folders with KPI_SOURCE_DIRS."
+            )
+            raise ValidationError(message, {"url": "outside the allowed folders"})
+        return resolved
+
+    def _is_store(self, path: pathlib.Path) -> bool:
+        if self.store_file is None:
+            return False
+        if path == self.store_file:
+            return True
+        try:  # a hard link names the same file under another path
+            return path.exists() and os.path.samefile(path, self.store_file)
+        except OSError:
+            return False
 
 
 def sqlite_path(url: sa.engine.URL) -> pathlib.Path:
@@ -35,17 +96,36 @@ def sqlite_path(url: sa.engine.URL) -> pathlib.Path:
     return pathlib.Path(database).expanduser().resolve()
 
 
-def read_only_engine(url: str) -> sa.engine.Engine:
-    """An engine whose every connection refuses writes."""
+def parse_url(url: str) -> sa.engine.URL:
     try:
-        parsed = sa.engine.make_url(url)
+        return sa.engine.make_url(url)
     except (sa.exc.ArgumentError, ValueError):
         raise DataSourceError(
             f"'{mask_url(url)}' is not a database URL (e.g. sqlite:///path/file.db)."
         ) from None
-    backend = parsed.get_backend_name()
+
+
+def check_dialect(url: sa.engine.URL) -> str:
+    """The URL's database kind, if KPI Desk has a tested read-only wall for it."""
+    backend = url.get_backend_name()
+    if backend not in SUPPORTED_DIALECTS:
+        shown = ", ".join(sorted(SUPPORTED_DIALECTS))
+        raise DataSourceError(
+            f"'{backend}' data sources are not supported: KPI Desk opens only databases it "
+            f"can hold read-only ({shown})."
+        )
+    return backend
+
+
+def read_only_engine(url: str, folders: SourceFolders | None = None) -> sa.engine.Engine:
+    """An engine whose every connection refuses writes; file sources only inside
+    ``folders`` (when given) and never the store itself."""
+    parsed = parse_url(url)
+    backend = check_dialect(parsed)
     if backend == "sqlite":
         path = sqlite_path(parsed)
+        if folders is not None:
+            path = folders.check(path)
         uri = path.as_uri() + "?mode=ro"
 
         def connect() -> sqlite3.Connection:
@@ -121,7 +201,8 @@ def test_connection(engine: sa.engine.Engine, name: str) -> None:
 class SourceEngines:
     """One read-only engine per data source URL, shared by every thread of the process."""
 
-    def __init__(self) -> None:
+    def __init__(self, folders: SourceFolders | None = None) -> None:
+        self.folders = folders
         self._engines: dict[str, sa.engine.Engine] = {}
         self._lock = threading.Lock()
 
@@ -129,7 +210,7 @@ class SourceEngines:
         with self._lock:
             engine = self._engines.get(url)
             if engine is None:
-                engine = self._engines[url] = read_only_engine(url)
+                engine = self._engines[url] = read_only_engine(url, self.folders)
             return engine
 
     def dispose(self) -> None:
@@ -190,7 +271,13 @@ def all_sources(connection: sa.engine.Connection) -> list[DataSource]:
     return sorted(records, key=lambda source: source.name)
 
 
-def add(engine: sa.engine.Engine, name: str, url: str, actor: str) -> DataSource:
+def add(
+    engine: sa.engine.Engine,
+    name: str,
+    url: str,
+    actor: str,
+    folders: SourceFolders | None = None,
+) -> DataSource:
     name = (name or "").strip()
     if not NAME.match(name):
         raise ValidationError(
@@ -199,7 +286,7 @@ def add(engine: sa.engine.Engine, name: str, url: str, actor: str) -> DataSource
             {"name": "letters, digits, '_', '-' and '.' only"},
         )
     url = (url or "").strip()
-    probe = read_only_engine(url)
+    probe = read_only_engine(url, folders)
     try:
         test_connection(probe, name)
     finally:
@@ -259,4 +346,4 @@ def remove(engine: sa.engine.Engine, name: str, actor: str) -> None:
 
 
 def dialect_of(url: str) -> str:
-    return sa.engine.make_url(url).get_backend_name()
+    return parse_url(url).get_backend_name()

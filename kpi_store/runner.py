@@ -103,8 +103,8 @@ class Runner:
             before_sleep=before_sleep,
             reraise=True,
         )
-        engine = self.source_engines.get(job.source_url)
         try:
+            engine = self.source_engines.get(job.source_url)
             for attempt in retrying:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number

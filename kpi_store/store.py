@@ -65,7 +65,8 @@ class KPIStore:
         keys.attach(self.engine, self._key)
         integrity.key_the_chain(self.engine, self._key)
         sources.seal_credentials(self.engine, self._key)
-        self.source_engines = sources.SourceEngines()
+        self.source_folders = sources.SourceFolders.from_settings(self.settings)
+        self.source_engines = sources.SourceEngines(self.source_folders)
         self.ledger = RunLedger(self.engine, self.settings)
         self.runner = Runner(self.source_engines, self.settings)
         self.active_runs = ActiveRuns(self.ledger, self.settings.heartbeat_interval_s)
@@ -96,7 +97,7 @@ class KPIStore:
 
     def add_data_source(self, name: str, url: str, actor: str) -> DataSource:
         """Register a data source after proving a connection to it works."""
-        return sources.add(self.engine, name, url, _actor(actor))
+        return sources.add(self.engine, name, url, _actor(actor), self.source_folders)
 
     def remove_data_source(self, name: str, actor: str) -> None:
         """Unregister a data source no KPI uses."""
@@ -337,10 +338,8 @@ class KPIStore:
     # -- demo and uploads -----------------------------------------------------------
 
     def demo_warehouse_path(self) -> pathlib.Path:
-        """Where the demo warehouse lives: beside a SQLite store, else under ./data."""
-        if self.engine.dialect.name == "sqlite" and self.engine.url.database:
-            return pathlib.Path(self.engine.url.database).resolve().parent / "demo_warehouse.db"
-        return pathlib.Path("data/demo_warehouse.db").resolve()
+        """Where the demo warehouse lives: the first allowed data-source folder."""
+        return self.source_folders.default / "demo_warehouse.db"
 
     def install_demo(self, actor: str = "demo") -> list[KPI]:
         """Create the demo warehouse, register it as ``demo`` and add the sample KPIs.
@@ -355,7 +354,8 @@ class KPIStore:
         """Load a CSV file into a new table of a local SQLite data source."""
         from .uploads import import_csv
 
-        return import_csv(self.engine, self.data_source(data_source), table, file, _actor(actor))
+        source = self.data_source(data_source)
+        return import_csv(self.engine, self.source_folders, source, table, file, _actor(actor))
 
     # -- audit ----------------------------------------------------------------------
 

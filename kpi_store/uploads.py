@@ -23,7 +23,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from . import audit, db
-from .datasources import sqlite_path
+from .datasources import SourceFolders, sqlite_path
 from .errors import DataSourceError, ValidationError
 from .models import DataSource
 from .vocabulary import AuditAction
@@ -37,6 +37,7 @@ CSVFile = str | os.PathLike[str] | IO[bytes] | IO[str]
 
 def import_csv(
     engine: sa.engine.Engine,
+    folders: SourceFolders,
     source: DataSource,
     table: str,
     file: CSVFile,
@@ -56,7 +57,7 @@ def import_csv(
             "Say who you are: every change records its author.", {"actor": "required"}
         )
     table = (table or "").strip()
-    path = _checked_target(engine, source, table)
+    path = _checked_target(folders, source, table)
     connection = sqlite3.connect(path, timeout=30, isolation_level=None)
     try:
         connection.execute("BEGIN IMMEDIATE")
@@ -86,7 +87,7 @@ def import_csv(
         connection.close()
 
 
-def _checked_target(engine: sa.engine.Engine, source: DataSource, table: str) -> pathlib.Path:
+def _checked_target(folders: SourceFolders, source: DataSource, table: str) -> pathlib.Path:
     try:
         url = sa.engine.make_url(source.url)
     except sa.exc.ArgumentError:
@@ -103,14 +104,9 @@ def _checked_target(engine: sa.engine.Engine, source: DataSource, table: str) ->
             "(at most 64), and not start with 'sqlite_'."
         )
         raise ValidationError(message, {"table": message})
-    path = sqlite_path(url)
+    path = folders.check(sqlite_path(url), source.name)  # inside the folders, not the store
     if not path.is_file():
         raise DataSourceError(f"The file of data source '{source.name}' does not exist: {path}")
-    if engine.dialect.name == "sqlite" and engine.url.database:
-        store_path = pathlib.Path(engine.url.database).expanduser().resolve()
-        if store_path == path:
-            message = "Uploads cannot go into the KPI store's own database."
-            raise ValidationError(message, {"data_source": message})
     return path
 
 

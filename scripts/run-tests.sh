@@ -54,5 +54,13 @@ if [ -z "${KPI_TEST_POSTGRES_URL:-}" ] && have_binaries; then
     fi
 fi
 
+# Two test processes (pytest-xdist) on this 2-core machine; a file's tests stay together
+# and in order (the browser journey is one file). KPI_TEST_WORKERS=0 runs in one process.
+workers="${KPI_TEST_WORKERS:-2}"
+parallel=()
+if [ "$workers" != "0" ]; then
+    parallel=(-n "$workers" --dist loadfile)
+fi
+
 # Not exec: the trap above stops the server once pytest is done.
-"$PY" -m pytest "$@"
+"$PY" -m pytest "${parallel[@]}" "$@"

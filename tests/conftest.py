@@ -105,6 +105,20 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"SKIPPED {len(reports)} {noun} ({where}): {reason}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _test_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Data-source files may live anywhere under this session's temporary folders (the
+    default, a ``sources/`` folder beside the store, is tested on its own), and stores
+    without a folder of their own (PostgreSQL) keep their key file there, not in ./data.
+    Set in the environment, so subprocesses (CLI, workers, servers) inherit it."""
+    base = tmp_path_factory.getbasetemp()
+    patch = pytest.MonkeyPatch()
+    patch.setenv("KPI_SOURCE_DIRS", str(base))
+    patch.setenv("KPI_SECRET_KEY_FILE", str(base / "kpi_secret.key"))
+    yield
+    patch.undo()
+
+
 @pytest.fixture()
 def source_db(tmp_path: Path) -> Path:
     """A SQLite file with a small, deterministic ``sales`` table (48 rows)."""

@@ -21,8 +21,8 @@ subprocess wrapper, polling and row-counting helpers.
 
 from __future__ import annotations
 
-import datetime as dt
 import dataclasses
+import datetime as dt
 import json
 import os
 import signal

@@ -88,7 +88,7 @@ def demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def warehouse(demo_url: str) -> Path:
-    return Path(demo_url.removeprefix("sqlite:///")).parent / "demo_warehouse.db"
+    return Path(demo_url.removeprefix("sqlite:///")).parent / "sources" / "demo_warehouse.db"
 
 
 @pytest.fixture()
@@ -402,11 +402,13 @@ def test_audit_lists_and_filters(demo_url: str, capsys: pytest.CaptureFixture[st
     assert (code, out.strip()) == (0, "No audit entries match.")
 
 
-def test_a_broken_audit_chain_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_broken_audit_chain_exits_1(
+    tmp_path: Path, source_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path}/store.db"
     with KPIStore(url) as store:
-        store.add_data_source("here", url, "grace")
-        store.add_data_source("there", url, "grace")
+        store.add_data_source("here", f"sqlite:///{source_db}", "grace")
+        store.add_data_source("there", f"sqlite:///{source_db}", "grace")
     with sqlite3.connect(tmp_path / "store.db") as connection:
         connection.execute("UPDATE kpi_audit_log SET actor = 'mallory' WHERE id = 1")
     code, out, _ = run_main(capsys, url, "audit", "--verify")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,9 @@ def add_kpi(store: KPIStore) -> Callable[..., int]:
 
 def retrying_every(store: KPIStore, wait_s: float) -> KPIStore:
     """The same store opened with a fixed retry wait (the KPI_RETRY_WAIT_S knobs)."""
-    return KPIStore(store.url, settings=store.settings.replace(retry_wait_s=wait_s, retry_max_wait_s=wait_s))
+    return KPIStore(
+        store.url, settings=store.settings.replace(retry_wait_s=wait_s, retry_max_wait_s=wait_s)
+    )
 
 
 def stored_rows(store: KPIStore, execution_id: int) -> int:

@@ -46,13 +46,16 @@ def _with_entries(store: KPIStore, kpi_spec: Callable[..., dict[str, Any]], edit
 
 
 @pytest.mark.sqlite_only
-def test_the_generated_key_file_is_owner_only_and_reused(store_url: str, store: KPIStore) -> None:
-    key_file = Path(store.engine.url.database).parent / "kpi_secret.key"
+def test_the_generated_key_file_is_owner_only_and_reused(tmp_path: Path) -> None:
+    settings = Settings(url=f"sqlite:///{tmp_path}/store.db")  # defaults, not the environment
+    with KPIStore(settings=settings):
+        pass
+    key_file = tmp_path / "kpi_secret.key"  # beside the store
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     before = key_file.read_text()
-    with KPIStore(store_url):  # a second process or a restart uses the same key
+    with KPIStore(settings=settings):  # a second process or a restart uses the same key
         pass
-    assert key_file.read_text() == before
+    assert key_file.read_text() == before and len(before.strip()) >= 40
 
 
 def test_credentials_stored_in_clear_are_encrypted_when_the_store_opens(

@@ -211,7 +211,7 @@ def test_claim_takes_the_oldest_pending_job_once(store: KPIStore, revenue: KPI) 
 def test_a_job_whose_worker_dies_twice_ends_failed_worker_lost_without_rows(
     store_url: str, store: KPIStore, slow: KPI
 ) -> None:
-    recovering = KPIStore(store_url, Settings(heartbeat_timeout_s=2))
+    recovering = KPIStore(store_url, Settings.from_env().replace(heartbeat_timeout_s=2))
     try:
         run = store.submit(slow.id, None, "alice")
 
@@ -257,7 +257,7 @@ def test_a_worker_that_lost_its_job_mid_run_leaves_it_alone(
     store_url: str, store: KPIStore, slow: KPI, workers: Callable[..., Worker]
 ) -> None:
     """A live worker whose run was failed as lost stops writing; no rows come back."""
-    recovering = KPIStore(store_url, Settings(heartbeat_timeout_s=2))
+    recovering = KPIStore(store_url, Settings.from_env().replace(heartbeat_timeout_s=2))
     try:
         run = store.submit(slow.id, ENDLESS, "alice")
         # Its first life already ended once (requeue_count 1): the next loss is final.
@@ -528,7 +528,7 @@ def _in_thread(function: Callable[[], Any]) -> Callable[[], Any]:
 def test_recovery_leaves_alone_a_run_whose_heartbeat_lands_while_it_looks(
     store_url: str, store: KPIStore, slow: KPI
 ) -> None:
-    recovering = KPIStore(store_url, Settings(heartbeat_timeout_s=2))
+    recovering = KPIStore(store_url, Settings.from_env().replace(heartbeat_timeout_s=2))
     try:
         run = store.submit(slow.id, None, "alice")
         assert store.ledger.claim_next("alive") == run.id
@@ -567,7 +567,7 @@ def test_cancel_racing_a_claim_still_stops_the_run(store: KPIStore, slow: KPI) -
 def test_a_run_asked_to_cancel_whose_worker_died_is_cancelled_not_requeued(
     store_url: str, store: KPIStore, slow: KPI
 ) -> None:
-    recovering = KPIStore(store_url, Settings(heartbeat_timeout_s=2))
+    recovering = KPIStore(store_url, Settings.from_env().replace(heartbeat_timeout_s=2))
     try:
         run = store.submit(slow.id, None, "alice")
         assert store.ledger.claim_next("ghost") == run.id

@@ -175,7 +175,7 @@ def test_result_frame_of_duplicate_column_names(items_store: KPIStore) -> None:
 
 
 def test_the_row_cap_truncates_instead_of_failing(store_url: str, source_db: Path) -> None:
-    with KPIStore(store_url, settings=Settings(row_cap=1000)) as store:
+    with KPIStore(store_url, settings=Settings.from_env().replace(row_cap=1000)) as store:
         store.add_data_source("shop", f"sqlite:///{source_db}", "setup")
         kpi = store.create_kpi(
             {

@@ -96,7 +96,8 @@ def test_many_chunks_are_one_table(upload_store, tmp_path):
             handle.write(f"{n},{n * n}\n")
     engine = upload_store.engine
     source = upload_store.data_source("target")
-    assert import_csv(engine, source, "big", csv_path, "ana", chunk_rows=4_000) == 25_000
+    folders = upload_store.source_folders
+    assert import_csv(engine, folders, source, "big", csv_path, "ana", chunk_rows=4_000) == 25_000
     rows = rows_of(upload_store, "big", order="n")
     assert len(rows) == 25_000 and rows[-1] == (24_999, 24_999**2)
 
@@ -114,6 +115,7 @@ def test_a_bad_row_leaves_no_table_and_no_audit_entry(upload_store, tmp_path):
     with pytest.raises(ValidationError, match="not a valid CSV"):
         import_csv(
             upload_store.engine,
+            upload_store.source_folders,
             upload_store.data_source("target"),
             "broken",
             csv_path,
@@ -166,7 +168,14 @@ def test_only_sqlite_sources(upload_store, monkeypatch):
         created_by="x",
     )
     with pytest.raises(ValidationError, match="not a local SQLite file"):
-        import_csv(upload_store.engine, source, "t", io.BytesIO(b"a\n1\n"), "ana")
+        import_csv(
+            upload_store.engine,
+            upload_store.source_folders,
+            source,
+            "t",
+            io.BytesIO(b"a\n1\n"),
+            "ana",
+        )
 
 
 def test_not_into_the_store_itself(upload_store, tmp_path):
@@ -179,7 +188,14 @@ def test_not_into_the_store_itself(upload_store, tmp_path):
         created_by="x",
     )
     with pytest.raises(ValidationError, match="store's own database"):
-        import_csv(upload_store.engine, source, "t", io.BytesIO(b"a\n1\n"), "ana")
+        import_csv(
+            upload_store.engine,
+            upload_store.source_folders,
+            source,
+            "t",
+            io.BytesIO(b"a\n1\n"),
+            "ana",
+        )
 
 
 def test_a_missing_file_and_a_missing_name(upload_store, tmp_path):

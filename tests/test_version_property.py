@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -63,7 +64,10 @@ def dump(spec: KPISpec) -> dict[str, Any]:
 @settings(max_examples=25, deadline=None)
 @given(steps=steps)
 def test_every_version_is_retrievable_exactly_as_saved(steps):
-    with tempfile.TemporaryDirectory() as folder, open_store(Path(folder)) as store:
+    with (
+        tempfile.TemporaryDirectory(dir=os.environ["KPI_SOURCE_DIRS"]) as folder,
+        open_store(Path(folder)) as store,
+    ):
         kpi = store.create_kpi(BASE_SPEC, "alice")
         saved = {1: dump(kpi.spec())}  # the model: version -> spec saved at that step
         current = 1

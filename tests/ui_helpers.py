@@ -81,8 +81,7 @@ def demo_store(
     demo_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[KPIStore]:
     """A copy of the demo store (8 KPIs, data source ``demo``), wired to the app."""
-    for name in ("store.db", "kpi_secret.key"):  # the key decrypts the source's URL
-        shutil.copy(demo_template / name, tmp_path / name)
+    shutil.copy(demo_template / "store.db", tmp_path / "store.db")
     url = sqlite_url(tmp_path / "store.db")
     monkeypatch.setenv("KPI_STORE_URL", url)
     monkeypatch.setenv("KPI_EMBEDDED_WORKER", "0")

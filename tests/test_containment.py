@@ -1,0 +1,129 @@
+"""Data sources stay in their place: allowed folders only, never the store's own database,
+only dialects with a tested read-only wall."""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kpi_store import DataSourceError, KPIStore, ValidationError
+from kpi_store.config import Settings
+
+
+def _sqlite_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)")
+        connection.execute("INSERT INTO t VALUES (7)")
+    return path
+
+
+@pytest.fixture()
+def home(tmp_path: Path) -> Path:
+    """A store folder laid out as a fresh install: store.db and an empty sources/ folder."""
+    (tmp_path / "app" / "sources").mkdir(parents=True)
+    return tmp_path / "app"
+
+
+@pytest.fixture()
+def contained(home: Path) -> Iterator[KPIStore]:
+    """A store with default settings (not the test session's environment)."""
+    with KPIStore(settings=Settings(url=f"sqlite:///{home / 'store.db'}")) as store:
+        yield store
+
+
+def test_the_default_folder_is_sources_beside_the_store(contained: KPIStore, home: Path) -> None:
+    inside = _sqlite_file(home / "sources" / "sales.db")
+    added = contained.add_data_source("sales", f"sqlite:///{inside}", "ann")
+    assert added.name == "sales"
+    assert contained.demo_warehouse_path() == (home / "sources" / "demo_warehouse.db").resolve()
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["beside-the-store", "dot-dot", "absolute-elsewhere"],
+)
+def test_a_file_outside_the_folders_is_refused_naming_them(
+    contained: KPIStore, home: Path, tmp_path: Path, where: str
+) -> None:
+    outside = _sqlite_file(tmp_path / "elsewhere" / "secret.db")
+    _sqlite_file(home / "beside.db")
+    url = {
+        "beside-the-store": f"sqlite:///{home / 'beside.db'}",
+        "dot-dot": f"sqlite:///{home / 'sources' / '..' / 'beside.db'}",
+        "absolute-elsewhere": f"sqlite:///{outside}",
+    }[where]
+
+    with pytest.raises(ValidationError, match="inside the allowed folders") as refused:
+        contained.add_data_source("sneaky", url, "mallory")
+
+    assert str((home / "sources").resolve()) in str(refused.value)
+    assert "KPI_SOURCE_DIRS" in str(refused.value)
+    assert contained.data_sources() == []
+
+
+def test_a_symlink_inside_the_folder_to_a_file_outside_is_refused(
+    contained: KPIStore, home: Path, tmp_path: Path
+) -> None:
+    outside = _sqlite_file(tmp_path / "elsewhere" / "secret.db")
+    link = home / "sources" / "innocent.db"
+    link.symlink_to(outside)
+
+    with pytest.raises(ValidationError, match="inside the allowed folders"):
+        contained.add_data_source("innocent", f"sqlite:///{link}", "mallory")
+
+
+@pytest.mark.parametrize("how", ["its-path", "a-symlink", "a-hard-link"])
+def test_the_store_itself_is_never_a_data_source(home: Path, how: str, tmp_path: Path) -> None:
+    settings = Settings(url=f"sqlite:///{home / 'store.db'}", source_dirs=str(home))
+    with KPIStore(settings=settings) as store:
+        target = home / "sources" / "copy.db"
+        if how == "its-path":
+            target = home / "store.db"
+        elif how == "a-symlink":
+            target.symlink_to(home / "store.db")
+        else:
+            os.link(home / "store.db", target)
+
+        with pytest.raises(ValidationError, match="cannot be the KPI store's own database"):
+            store.add_data_source("self", f"sqlite:///{target}", "mallory")
+        assert store.data_sources() == []
+
+
+def test_a_source_outside_the_folders_now_cannot_run_or_take_uploads(
+    home: Path, tmp_path: Path
+) -> None:
+    outside = _sqlite_file(tmp_path / "old" / "legacy.db")
+    url = f"sqlite:///{home / 'store.db'}"
+    with KPIStore(settings=Settings(url=url, source_dirs=str(tmp_path))) as wide:
+        wide.add_data_source("legacy", f"sqlite:///{outside}", "admin")
+        kpi = wide.create_kpi(
+            {"name": "Legacy count", "data_source": "legacy", "sql": "SELECT n FROM t"}, "ann"
+        )
+        assert wide.execute(kpi.id, actor="ann").value == 7
+
+    with KPIStore(settings=Settings(url=url)) as narrow:  # the folders were narrowed since
+        run = narrow.execute(kpi.id, actor="ann")
+        assert run.status == "failed" and "inside the allowed folders" in (run.error or "")
+        with pytest.raises(ValidationError, match="inside the allowed folders"):
+            narrow.import_csv("legacy", "more", io.BytesIO(b"a\n1\n"), "ann")
+        with pytest.raises(ValidationError, match="inside the allowed folders"):
+            narrow.preview_query("legacy", "SELECT 1 AS one")
+    with sqlite3.connect(outside) as connection:
+        tables = [r[0] for r in connection.execute("SELECT name FROM sqlite_master")]
+    assert tables == ["t"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://user:pw@localhost/db", "mssql+pyodbc://u:p@dsn", "oracle://u:p@host/x"],
+)
+def test_a_dialect_without_a_read_only_wall_is_refused(contained: KPIStore, url: str) -> None:
+    with pytest.raises(DataSourceError, match="not supported") as refused:
+        contained.add_data_source("other", url, "admin")
+    assert "pw" not in str(refused.value) and "read-only" in str(refused.value)
