@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import audit, db, keys
+from . import audit, db, keys, sqlite_wall
 from .config import Settings
 from .errors import DataSourceError, NotFoundError, ValidationError
 from .models import DataSource, mask_url
@@ -133,6 +133,7 @@ def read_only_engine(url: str, folders: SourceFolders | None = None) -> sa.engin
                 uri, uri=True, check_same_thread=False, timeout=SQLITE_SOURCE_BUSY_S
             )
             connection.execute("PRAGMA query_only=ON")
+            sqlite_wall.harden(connection)  # after our PRAGMA: no more pragmas from here
             return connection
 
         return sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kpi_store import DataSourceError, KPIStore, ValidationError
+from kpi_store import DataSourceError, ExecutionError, KPIStore, ValidationError
 from kpi_store.config import Settings
 
 
@@ -127,3 +127,50 @@ def test_a_dialect_without_a_read_only_wall_is_refused(contained: KPIStore, url:
     with pytest.raises(DataSourceError, match="not supported") as refused:
         contained.add_data_source("other", url, "admin")
     assert "pw" not in str(refused.value) and "read-only" in str(refused.value)
+
+
+# -- the SQLite authorizer ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "refused"),
+    [
+        ("SELECT fts3_tokenizer('simple') AS address", "fts3_tokenizer"),
+        ("SELECT load_extension('/tmp/evil.so') AS loaded", "load_extension"),
+        ("SELECT file AS path FROM pragma_database_list", "not authorized"),
+        ("SELECT name FROM pragma_table_list", "not authorized"),
+        ("SELECT sqlite_compileoption_get(0) AS option", "sqlite_compileoption_get"),
+    ],
+    ids=["fts3-tokenizer", "load-extension", "database-list", "table-list", "compile-options"],
+)
+def test_a_query_cannot_reveal_or_load_through_sqlite_functions_or_pragmas(
+    store: KPIStore, source_db: Path, sql: str, refused: str
+) -> None:
+    kpi = store.create_kpi({"name": "Probe", "data_source": "shop", "sql": sql}, "mallory")
+
+    run = store.execute(kpi.id, actor="mallory")
+
+    assert run.status == "failed" and "not authorized" in (run.error or "")
+    assert refused in (run.error or "")
+    assert str(source_db.parent) not in (run.error or "")
+    with pytest.raises(ExecutionError, match="not authorized"):
+        store.preview_query("shop", sql)
+
+
+def test_ordinary_sql_still_works_under_the_authorizer(store: KPIStore) -> None:
+    sql = (
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3)\n"
+        "SELECT s.region, round(sum(s.amount), 2) AS total,\n"
+        "  row_number() OVER (ORDER BY sum(s.amount) DESC) AS position,\n"
+        "  (SELECT count(*) FROM json_each('[1, 2, 3]')) AS three,\n"
+        "  strftime('%Y', max(s.sold_on)) AS last_year, (SELECT max(n) FROM r) AS depth\n"
+        "FROM sales AS s GROUP BY s.region ORDER BY s.region"
+    )
+    kpi = store.create_kpi(
+        {"name": "Ordinary", "data_source": "shop", "sql": sql, "value_column": "total"}, "ann"
+    )
+
+    run = store.execute(kpi.id, actor="ann")
+
+    assert run.status == "success", run.error
+    assert run.row_count == 4 and run.value == pytest.approx(sum(10.0 + i for i in range(1, 49)))

@@ -458,6 +458,10 @@ def test_executions_filter_and_come_newest_first(
 
 def test_every_run_reads_through_a_read_only_connection(store: KPIStore, source_db: Path) -> None:
     engine = store.source_engines.get(f"sqlite:///{source_db}")
-    with engine.connect() as connection, pytest.raises(sa.exc.OperationalError, match="readonly"):
-        connection.exec_driver_sql("DELETE FROM sales")
+    with engine.connect() as connection:
+        with pytest.raises(sa.exc.DatabaseError, match="not authorized"):  # the authorizer
+            connection.exec_driver_sql("DELETE FROM sales")
+        connection.connection.driver_connection.set_authorizer(None)
+        with pytest.raises(sa.exc.OperationalError, match="readonly"):  # mode=ro underneath
+            connection.exec_driver_sql("DELETE FROM sales")
     assert len(sales_rows(source_db)) == 48
