@@ -213,7 +213,7 @@ def csv_bytes(header: list[str], rows: list[list[Any]], excel: bool = False) -> 
     if excel:
         handle.write("\ufeff")
     writer = csv.writer(handle, lineterminator="\r\n")
-    writer.writerow(header)
+    writer.writerow([_csv_cell(name, excel) for name in header])  # names can be formulas too
     writer.writerows([_csv_cell(v, excel) for v in row] for row in rows)
     return handle.getvalue().encode("utf-8")
 
@@ -224,7 +224,7 @@ def _write_csv_text(
     if excel:
         handle.write("\ufeff")
     writer = csv.writer(handle, lineterminator="\r\n")
-    writer.writerow([c.name for c in execution.columns])
+    writer.writerow([_csv_cell(c.name, excel) for c in execution.columns])
     count = 0
     buffer: list[list[Any]] = []
     plain = _NEEDS_CONVERSION.isdisjoint

@@ -174,3 +174,24 @@ def test_ordinary_sql_still_works_under_the_authorizer(store: KPIStore) -> None:
 
     assert run.status == "success", run.error
     assert run.row_count == 4 and run.value == pytest.approx(sum(10.0 + i for i in range(1, 49)))
+
+
+# -- spreadsheet-safe CSV -----------------------------------------------------------------
+
+
+def test_header_cells_are_neutralised_like_data_cells_for_spreadsheets(
+    store: KPIStore, tmp_path: Path
+) -> None:
+    sql = 'SELECT \'=HYPERLINK("http://x")\' AS "=cmd|\' /C calc\'!A0", 1 AS "+plus"'
+    kpi = store.create_kpi({"name": "Formulas", "data_source": "shop", "sql": sql}, "ann")
+    run = store.execute(kpi.id, actor="ann")
+    safe, exact = tmp_path / "safe.csv", tmp_path / "exact.csv"
+
+    store.export_csv(run.id, safe, "ann", excel=True)
+    store.export_csv(run.id, exact, "ann")
+
+    header = safe.read_text(encoding="utf-8-sig").splitlines()[0]
+    assert header == "'=cmd|' /C calc'!A0,'+plus"
+    assert exact.read_text().splitlines()[0] == "=cmd|' /C calc'!A0,+plus"  # exact is exact
+    page = store.page_csv(run.id, excel=True).decode("utf-8-sig").splitlines()
+    assert page[0] == header and page[1].startswith("\"'=HYPERLINK")
