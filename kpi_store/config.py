@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,10 +129,10 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         """Settings from ``environ`` (default ``os.environ``); unset or empty means default."""
-        environ = os.environ if environ is None else environ
+        source: Mapping[str, str] = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for item in dataclasses.fields(cls):
-            raw = (environ.get(item.metadata["env"]) or "").strip()
+            raw = (source.get(item.metadata["env"]) or "").strip()
             if raw:
                 values[item.name] = _parse(item.metadata["env"], type(item.default), raw)
         return cls(**values)

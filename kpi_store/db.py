@@ -154,3 +154,19 @@ def migrate(engine: sa.engine.Engine) -> None:
                 sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY}
             )
         command.upgrade(_alembic_config(connection), "head")
+
+
+def driver(connection: sa.engine.Connection) -> Any:
+    """The DB-API connection under a SQLAlchemy connection that is checked out."""
+    raw = connection.connection.driver_connection
+    if raw is None:  # only after the connection was invalidated
+        raise sa.exc.InvalidRequestError("the database connection is closed")
+    return raw
+
+
+def inserted_id(result: sa.engine.CursorResult[Any]) -> int:
+    """The primary key of the row a single-row INSERT wrote."""
+    key = result.inserted_primary_key
+    if key is None:
+        raise sa.exc.InvalidRequestError("the INSERT reported no primary key")
+    return int(key[0])

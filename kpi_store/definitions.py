@@ -164,17 +164,19 @@ def create(engine: sa.engine.Engine, data: KPISpec | dict[str, Any], actor: str)
         spec = validate_spec(connection, data)
         _check_name_free(connection, spec.name, None)
         now = db.utcnow()
-        kpi_id = connection.execute(
-            table.insert().values(
-                **_columns(spec),
-                version=1,
-                status=KPIStatus.ACTIVE,
-                created_at=now,
-                created_by=actor,
-                updated_at=now,
-                updated_by=actor,
+        kpi_id = db.inserted_id(
+            connection.execute(
+                table.insert().values(
+                    **_columns(spec),
+                    version=1,
+                    status=KPIStatus.ACTIVE,
+                    created_at=now,
+                    created_by=actor,
+                    updated_at=now,
+                    updated_by=actor,
+                )
             )
-        ).inserted_primary_key[0]
+        )
         _write_history(connection, kpi_id, 1, spec, "create", "", actor, now)
         audit.append(
             connection,

@@ -8,13 +8,12 @@ the total comes from the execution's ``row_count`` rather than a COUNT per page.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import os
 from collections.abc import Iterator
 from itertools import repeat
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import orjson
 import sqlalchemy as sa
@@ -40,7 +39,7 @@ def insert_rows(
     """Insert pre-encoded rows numbered from ``first_row`` in one round of executemany."""
     numbers = range(first_row, first_row + len(encoded))
     if connection.dialect.name == "postgresql":
-        raw = connection.connection.driver_connection
+        raw = db.driver(connection)
         with (
             raw.cursor() as cursor,
             cursor.copy(
@@ -53,7 +52,7 @@ def insert_rows(
     if connection.dialect.name == "sqlite":
         # The driver directly, inside the transaction SQLAlchemy began, fed by a generator:
         # no list of 20,000 parameter tuples (which also kept the cyclic GC busy).
-        connection.connection.driver_connection.executemany(
+        db.driver(connection).executemany(
             "INSERT INTO kpi_execution_result_rows (execution_id, row_number, row_data) "
             "VALUES (?, ?, ?)",
             zip(repeat(execution_id), numbers, encoded),
@@ -83,7 +82,8 @@ def _stored_rows(
         .order_by(rows_table.c.row_number)
     )
     loads = orjson.loads
-    return [loads(data) for data in connection.execute(query).scalars().all()]
+    stored: list[str] = list(connection.execute(query).scalars())
+    return [loads(data) for data in stored]
 
 
 def _require_success(execution: Execution) -> None:
@@ -203,8 +203,11 @@ def write_csv(
             return _write_csv_text(engine, execution, handle, excel)
     if isinstance(dest, io.TextIOBase):
         return _write_csv_text(engine, execution, dest, excel)
-    text = codecs.getwriter("utf-8")(dest)
-    return _write_csv_text(engine, execution, text, excel)
+    text = io.TextIOWrapper(cast(IO[bytes], dest), encoding="utf-8", newline="")
+    try:
+        return _write_csv_text(engine, execution, text, excel)
+    finally:
+        text.detach()  # the caller's file stays open
 
 
 def csv_bytes(header: list[str], rows: list[list[Any]], excel: bool = False) -> bytes:
