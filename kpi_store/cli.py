@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -341,7 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     command("demo", cmd_demo, "install the demo warehouse and sample KPIs")
+    _kpi_commands(command)
+    _audit_command(command("audit", cmd_audit, "show the audit log, or verify its hash chain"))
+    _worker_command(command("worker", cmd_worker, "run queued jobs until Ctrl+C or SIGTERM"))
+    sub = command("cancel", cmd_cancel, "cancel a queued or running run")
+    sub.add_argument("execution", metavar="EXECUTION", type=int, help="run (execution) id")
+    return parser
 
+
+def _kpi_commands(command: Callable[[str, Any, str], argparse.ArgumentParser]) -> None:
     sub = command("list", cmd_list, "list KPIs with their last value")
     sub.add_argument("--search", metavar="S", help="text in the name or description")
     sub.add_argument("--tag", metavar="T", help="only KPIs with this tag")
@@ -368,14 +376,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("kpi", metavar="KPI", help="KPI id or exact name")
     sub.add_argument("--runs", metavar="N", type=_positive_int, default=10, help="runs shown")
 
-    sub = command("audit", cmd_audit, "show the audit log, or verify its hash chain")
+
+def _audit_command(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--kpi", metavar="ID", type=int, help="entries about this KPI")
     sub.add_argument("--actor", dest="actor_filter", metavar="A", help="entries by this actor")
     sub.add_argument("--action", metavar="X", type=str.upper, help="e.g. CREATE, EXECUTE")
     sub.add_argument("--limit", metavar="N", type=_positive_int, default=50, help="at most N")
-    sub.add_argument("--verify", action="store_true", help="check the whole chain instead")
+    sub.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the signed chain, the newest checkpoint and the definitions instead",
+    )
 
-    sub = command("worker", cmd_worker, "run queued jobs until Ctrl+C or SIGTERM")
+
+def _worker_command(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--concurrency",
         metavar="N",
@@ -390,10 +404,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="on stop, wait up to S seconds for running jobs (default 10)",
     )
-
-    sub = command("cancel", cmd_cancel, "cancel a queued or running run")
-    sub.add_argument("execution", metavar="EXECUTION", type=int, help="run (execution) id")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
