@@ -15,7 +15,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import audit, db, keys
-from .config import Settings
 from .definitions import to_kpi
 from .models import KPI, AuditCheckpoint, AuditVerification
 from .schema import kpi_audit_log as audit_table
@@ -27,7 +26,6 @@ log = logging.getLogger(__name__)
 
 CHAIN_KIND, KEYED = "audit_chain", "hmac-sha256"
 LEGACY_BREAK = "audit_legacy_break"
-CHECKPOINT_FILE_NAME = "kpi_audit_checkpoints.jsonl"
 CHECKPOINT_EVERY_ENTRIES = 1_000
 CHECKPOINT_EVERY_S = 3_600.0
 
@@ -104,17 +102,6 @@ def make_checkpoint(connection: sa.engine.Connection, key: keys.SecretKey) -> Au
     return AuditCheckpoint(
         count=count, head_hash=head_hash, created_at=created_at, signature=signature
     )
-
-
-def checkpoint_file(settings: Settings) -> pathlib.Path:
-    """``KPI_AUDIT_CHECKPOINT_FILE``, else beside a SQLite store, else beside the key file
-    (named after the server and database, so several stores can share a folder)."""
-    if settings.audit_checkpoint_file:
-        return pathlib.Path(settings.audit_checkpoint_file).expanduser().resolve()
-    if sa.engine.make_url(settings.url).get_backend_name() == "sqlite":
-        return keys.default_beside_store(settings, CHECKPOINT_FILE_NAME)
-    stem = CHECKPOINT_FILE_NAME.removesuffix(".jsonl")
-    return keys.key_file(settings).parent / f"{stem}-{keys.database_tag(settings)}.jsonl"
 
 
 def append_checkpoint(path: pathlib.Path, checkpoint: AuditCheckpoint) -> None:

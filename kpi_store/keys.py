@@ -23,6 +23,7 @@ from .config import Settings
 from .errors import DataSourceError, KPIStoreError
 
 KEY_FILE_NAME = "kpi_secret.key"
+CHECKPOINT_FILE_NAME = "kpi_audit_checkpoints.jsonl"
 ENCRYPTED_PREFIX = "fernet:"
 
 
@@ -88,6 +89,17 @@ def key_file(settings: Settings) -> pathlib.Path:
     if settings.secret_key_file:
         return pathlib.Path(settings.secret_key_file).expanduser().resolve()
     return default_beside_store(settings, KEY_FILE_NAME)
+
+
+def checkpoint_file(settings: Settings) -> pathlib.Path:
+    """``KPI_AUDIT_CHECKPOINT_FILE``, else beside a SQLite store, else beside the key file
+    (named after the server and database, so several stores can share a folder)."""
+    if settings.audit_checkpoint_file:
+        return pathlib.Path(settings.audit_checkpoint_file).expanduser().resolve()
+    if sa.engine.make_url(settings.url).get_backend_name() == "sqlite":
+        return default_beside_store(settings, CHECKPOINT_FILE_NAME)
+    stem = CHECKPOINT_FILE_NAME.removesuffix(".jsonl")
+    return key_file(settings).parent / f"{stem}-{database_tag(settings)}.jsonl"
 
 
 def load(settings: Settings) -> SecretKey:

@@ -72,7 +72,7 @@ class KPIStore:
         self.active_runs = ActiveRuns(self.ledger, self.settings.heartbeat_interval_s)
         self.queue = JobQueue(self.ledger, self.active_runs, self._run_held)
         self.checkpoints = integrity.CheckpointWriter(
-            self.engine, self._key, integrity.checkpoint_file(self.settings)
+            self.engine, self._key, keys.checkpoint_file(self.settings)
         )
         self._now_worker_id = process_worker_id("now")
         # A run whose process died must not stay "running" when no worker is around.

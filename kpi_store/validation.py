@@ -49,6 +49,8 @@ _SQLGLOT_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mys
 
 
 def sqlglot_dialect(sqlalchemy_dialect: str) -> str | None:
+    if sqlalchemy_dialect == "duckdb":
+        return "duckdb"
     return _SQLGLOT_DIALECTS.get(sqlalchemy_dialect)
 
 

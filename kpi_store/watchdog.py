@@ -74,7 +74,7 @@ class Watchdog:
     def over(cls, control: RunControl, connection: sa.engine.Connection) -> Watchdog:
         """A watchdog that interrupts ``connection``'s driver the way its dialect needs."""
         raw = connection.connection.driver_connection
-        if connection.dialect.name == "sqlite":
+        if connection.dialect.name in ("sqlite", "duckdb"):
             return cls(control, raw.interrupt)
         return cls(control, getattr(raw, "cancel_safe", None) or raw.cancel)
 
