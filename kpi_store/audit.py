@@ -31,6 +31,7 @@ CREATE, UPDATE, ARCHIVE = AuditAction.CREATE, AuditAction.UPDATE, AuditAction.AR
 UNARCHIVE, DELETE, RESTORE = AuditAction.UNARCHIVE, AuditAction.DELETE, AuditAction.RESTORE
 DATA_SOURCE_ADD, DATA_SOURCE_REMOVE = AuditAction.DATA_SOURCE_ADD, AuditAction.DATA_SOURCE_REMOVE
 EXECUTE, CANCEL, EXPORT = AuditAction.EXECUTE, AuditAction.CANCEL, AuditAction.EXPORT
+PREVIEW = AuditAction.PREVIEW
 
 
 def _payload(
@@ -106,6 +107,22 @@ def append(
     )
     entry_hash = signed_hash(keys.of(connection), SimpleNamespace(**values), prev_hash)
     connection.execute(log.insert().values(**values, entry_hash=entry_hash))
+
+
+def record(
+    engine: sa.engine.Engine,
+    *,
+    actor: str,
+    action: str,
+    kpi_id: int | None = None,
+    entity: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """One entry in a transaction of its own: for reads worth recording (exports, previews)."""
+    with db.write_tx(engine) as connection:
+        append(
+            connection, actor=actor, action=action, kpi_id=kpi_id, entity=entity, details=details
+        )
 
 
 def append_run(

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from .config import DEFAULT_URL
 from .errors import KPIStoreError, NotFoundError, ValidationError
+from .formats import format_duration, format_params, format_time, format_value
 from .models import KPI, Execution
 from .store import KPIStore
 from .worker import Worker
@@ -57,20 +58,17 @@ def fields(pairs: Sequence[tuple[str, Any]]) -> str:
 
 
 def number(value: float | None, unit: str = "") -> str:
-    if value is None:
-        return MISSING
-    text = f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
-    return f"{text} {unit}".strip()
+    """A KPI value for a terminal: the unit after the number (``5,506,100.50 $``)."""
+    return format_value(value, unit, MISSING, unit_last=True)
 
 
 def when(value: dt.datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else MISSING
+    """A stored time to the second; the column headers say it is UTC."""
+    return format_time(value, MISSING, seconds=True, zone=False)
 
 
 def duration(ms: float | None) -> str:
-    if ms is None:
-        return MISSING
-    return f"{ms:.0f} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
+    return format_duration(ms, MISSING)
 
 
 def _text(value: Any) -> str:
@@ -273,7 +271,7 @@ def cmd_audit(store: KPIStore, args: argparse.Namespace) -> int:
 
 
 def _details(details: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in details.items())
+    return format_params(details, MISSING)
 
 
 def cmd_worker(store: KPIStore, args: argparse.Namespace) -> int:

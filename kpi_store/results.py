@@ -247,3 +247,38 @@ def _write_csv_text(
 
 def column_types(columns: list[Column]) -> dict[str, str]:
     return {c.name: c.type for c in columns}
+
+
+def csv_chunks(
+    engine: sa.engine.Engine, execution: Execution, excel: bool = False
+) -> Iterator[str]:
+    """Every row as CSV text, one chunk of at most ``EXPORT_CHUNK_ROWS`` rows at a time.
+
+    The same cells, quoting and header as :func:`write_csv`, for a destination that pulls
+    (an HTTP response streaming a download): only one chunk is ever held in memory.
+    """
+    _require_success(execution)
+    handle = io.StringIO()
+    writer = csv.writer(handle, lineterminator="\r\n")
+    if excel:
+        handle.write("\ufeff")
+    writer.writerow([_csv_cell(c.name, excel) for c in execution.columns])
+    plain = _NEEDS_CONVERSION.isdisjoint
+    total = execution.row_count or 0
+    for first in range(1, total + 1, EXPORT_CHUNK_ROWS):
+        with db.read_tx(engine) as connection:
+            rows = _stored_rows(connection, execution.id, first, first + EXPORT_CHUNK_ROWS - 1)
+        writer.writerows(
+            row if not excel and plain(map(type, row)) else [_csv_cell(v, excel) for v in row]
+            for row in rows
+        )
+        yield handle.getvalue()
+        handle.seek(0)
+        handle.truncate()
+    if handle.tell():
+        yield handle.getvalue()
+
+
+def check_exportable(execution: Execution) -> None:
+    """Raise ExecutionError unless the run succeeded (only successful runs keep rows)."""
+    _require_success(execution)

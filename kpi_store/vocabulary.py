@@ -54,6 +54,7 @@ class AuditAction(StrEnum):
     EXECUTE = "EXECUTE"
     CANCEL = "CANCEL"
     EXPORT = "EXPORT"
+    PREVIEW = "PREVIEW"
     DATA_UPLOAD = "DATA_UPLOAD"
 
 

@@ -125,7 +125,11 @@ st.dataframe(
 
 st.download_button(
     "Export these entries as CSV",
-    data=ui.deferred(store.audit_csv, entries),
+    data=ui.deferred(store.audit_csv, entries, actor=ui.current_actor()),
+    disabled=not ui.current_actor(),
+    help="Recorded in the audit log."
+    if ui.current_actor()
+    else "Enter your name in the sidebar: exports are recorded in the audit log.",
     file_name=f"kpi-audit-{dt.date.today().isoformat()}.csv",
     mime="text/csv",
     icon=":material/download:",

@@ -194,12 +194,16 @@ downloads.download_button(
 )
 downloads.download_button(
     f"Download this page ({len(frame):,} rows)",
-    data=ui.deferred(store.page_csv, run.id, page, size, excel),
+    data=ui.deferred(store.page_csv, run.id, page, size, excel, actor=actor),
     file_name=f"{safe}-run-{run.id}-page-{page}.csv",
     mime="text/csv",
     icon=":material/download:",
     key=f"dd_dl_page_{run.id}",
     on_click="ignore",
+    disabled=not actor,
+    help="Recorded in the audit log."
+    if actor
+    else "Enter your name in the sidebar: exports are recorded in the audit log.",
 )
 downloads.toggle(
     "Excel-friendly CSV",

@@ -271,7 +271,10 @@ def definition_form(prefix: str, kpi: KPI | None, errors: dict[str, str]) -> dic
         "Test query",
         icon=":material/science:",
         key=f"{prefix}_test",
-        help="Runs the query read-only and shows the first 20 rows.",
+        disabled=not ui.current_actor(),
+        help="Runs the query read-only and shows the first 20 rows. Recorded in the audit log."
+        if ui.current_actor()
+        else "Enter your name in the sidebar: test queries are recorded in the audit log.",
     )
     preview_key = f"{prefix}_preview"
     if test_clicked:
@@ -283,6 +286,7 @@ def definition_form(prefix: str, kpi: KPI | None, errors: dict[str, str]) -> dic
                     spec["sql"],
                     parameters=spec["parameters"],
                     limit=20,
+                    actor=ui.current_actor(),
                 )
         except ui.KPIStoreError as error:
             st.session_state[preview_key] = ("error", str(error))

@@ -90,7 +90,7 @@ def test_a_column_of_mixed_types_still_makes_a_frame(store, kpi_spec, tmp_path):
 
 def test_preview_of_a_query_that_cannot_bind_is_an_execution_error(store):
     with pytest.raises((ExecutionError, ValidationError)):
-        store.preview_query("shop", "SELECT * FROM no_such_table")
+        store.preview_query("shop", "SELECT * FROM no_such_table", actor="tester")
 
 
 def test_sqlite_upload_with_rows_longer_than_the_header_is_refused(tmp_path, store):

@@ -513,6 +513,8 @@ def test_upload_a_csv_as_a_new_table(server, tab, store, tmp_path, shots):
     expect(field(tab, "New table name")).to_have_value("targets")
     button(tab, re.compile(r"\bUpload$")).click()
     see(tab, "Uploaded 2 rows into table 'targets' of 'demo'.")
-    _columns, rows = store.preview_query("demo", "SELECT region, target FROM targets")
+    _columns, rows = store.preview_query(
+        "demo", "SELECT region, target FROM targets", actor="tester"
+    )
     assert rows == [["North", 1200000], ["South", 950000]]
     screenshot(tab, shots, "data_sources")

@@ -113,7 +113,7 @@ def test_a_source_outside_the_folders_now_cannot_run_or_take_uploads(
         with pytest.raises(ValidationError, match="inside the allowed folders"):
             narrow.import_csv("legacy", "more", io.BytesIO(b"a\n1\n"), "ann")
         with pytest.raises(ValidationError, match="inside the allowed folders"):
-            narrow.preview_query("legacy", "SELECT 1 AS one")
+            narrow.preview_query("legacy", "SELECT 1 AS one", actor="tester")
     with sqlite3.connect(outside) as connection:
         tables = [r[0] for r in connection.execute("SELECT name FROM sqlite_master")]
     assert tables == ["t"]
@@ -154,7 +154,7 @@ def test_a_query_cannot_reveal_or_load_through_sqlite_functions_or_pragmas(
     assert refused in (run.error or "")
     assert str(source_db.parent) not in (run.error or "")
     with pytest.raises(ExecutionError, match="not authorized"):
-        store.preview_query("shop", sql)
+        store.preview_query("shop", sql, actor="tester")
 
 
 def test_ordinary_sql_still_works_under_the_authorizer(store: KPIStore) -> None:
@@ -193,5 +193,51 @@ def test_header_cells_are_neutralised_like_data_cells_for_spreadsheets(
     header = safe.read_text(encoding="utf-8-sig").splitlines()[0]
     assert header == "'=cmd|' /C calc'!A0,'+plus"
     assert exact.read_text().splitlines()[0] == "=cmd|' /C calc'!A0,+plus"  # exact is exact
-    page = store.page_csv(run.id, excel=True).decode("utf-8-sig").splitlines()
+    page = store.page_csv(run.id, excel=True, actor="tester").decode("utf-8-sig").splitlines()
     assert page[0] == header and page[1].startswith("\"'=HYPERLINK")
+
+
+# -- every export and preview is recorded ---------------------------------------------------
+
+
+def test_every_export_and_preview_is_audited_with_its_actor(
+    store: KPIStore, tmp_path: Path
+) -> None:
+    kpi = store.create_kpi(
+        {"name": "Sales", "data_source": "shop", "sql": "SELECT id, amount FROM sales"}, "ann"
+    )
+    run = store.execute(kpi.id, actor="ann")
+
+    store.page_csv(run.id, 2, 10, actor="page-reader")
+    store.export_csv(run.id, tmp_path / "all.csv", "full-exporter")
+    store.audit_csv(store.audit_log(limit=5), actor="auditor")
+    store.preview_query("shop", "SELECT count(*) AS n FROM sales", actor="tester")
+
+    exports = store.audit_log(action="EXPORT")
+    assert [(e.actor, e.details.get("rows")) for e in reversed(exports)] == [
+        ("page-reader", 10),
+        ("full-exporter", 48),
+        ("auditor", 5),
+    ]
+    assert exports[2].entity == f"execution:{run.id}" and exports[2].details["page"] == 2
+    [preview] = store.audit_log(action="PREVIEW")
+    assert preview.actor == "tester" and preview.details["data_source"] == "shop"
+    assert "count(*)" in preview.details["sql"]
+
+
+@pytest.mark.parametrize("nobody", ["", "   "])
+def test_exports_and_previews_need_a_name(store: KPIStore, nobody: str) -> None:
+    kpi = store.create_kpi(
+        {"name": "Sales", "data_source": "shop", "sql": "SELECT id FROM sales"}, "ann"
+    )
+    run = store.execute(kpi.id, actor="ann")
+    before = len(store.audit_log(limit=None))
+
+    for attempt in (
+        lambda: store.page_csv(run.id, actor=nobody),
+        lambda: store.audit_csv([], actor=nobody),
+        lambda: store.preview_query("shop", "SELECT 1 AS one", actor=nobody),
+    ):
+        with pytest.raises(ValidationError, match="Say who you are"):
+            attempt()
+    assert len(store.audit_log(limit=None)) == before

@@ -113,7 +113,7 @@ def test_a_kpi_reads_a_table_a_parquet_and_a_csv_file(
     assert run.status == "success", run.error
     assert run.row_count == 4 and run.value == pytest.approx(TOTAL)
     assert run.first_row_sample == {"region": "east", "amount": 30.0}
-    columns, rows = duck.preview_query("lake", sql)
+    columns, rows = duck.preview_query("lake", sql, actor="tester")
     assert [c.name for c in columns] == ["region", "amount"]
     assert rows == [[region, AMOUNTS[region]] for region in sorted(AMOUNTS)]
 
@@ -281,7 +281,7 @@ def test_files_outside_the_folders_are_out_of_reach(
         for leaked in ("root:", "hunter2", "PATH="):
             assert leaked not in error
         with pytest.raises(ExecutionError, match="disabled by configuration|Permission"):
-            duck.preview_query("lake", sql)
+            duck.preview_query("lake", sql, actor="tester")
     finally:
         (lake / "link").unlink()
 
@@ -336,7 +336,7 @@ def test_anything_but_one_select_is_refused_at_save(duck: KPIStore, lake: Path, 
     with pytest.raises(UnsafeQueryError):
         duck.create_kpi(spec, "mallory")
     with pytest.raises(UnsafeQueryError):
-        duck.preview_query("lake", sql.format(lake=lake))
+        duck.preview_query("lake", sql.format(lake=lake), actor="tester")
 
 
 @pytest.mark.parametrize(
@@ -410,10 +410,10 @@ def test_a_preview_timeout_stops_a_long_duckdb_query(duck: KPIStore) -> None:
     started = time.monotonic()
 
     with pytest.raises(ExecutionError, match="preview limit"):
-        duck.preview_query("lake", LONG_QUERY, timeout_s=1)
+        duck.preview_query("lake", LONG_QUERY, timeout_s=1, actor="tester")
 
     assert time.monotonic() - started < 3.0
-    assert duck.preview_query("lake", "SELECT 42 AS answer")[1] == [[42]]
+    assert duck.preview_query("lake", "SELECT 42 AS answer", actor="tester")[1] == [[42]]
 
 
 def test_a_run_that_slipped_past_validation_fails_cleanly(
@@ -434,7 +434,7 @@ def test_a_run_that_slipped_past_validation_fails_cleanly(
     assert run.status == "failed"
     assert "Only one read-only query (SELECT) may run on a DuckDB source" in (run.error or "")
     with pytest.raises(UnsafeQueryError, match="Only one read-only query"):
-        duck.preview_query("lake", sql)
+        duck.preview_query("lake", sql, actor="tester")
 
 
 def test_environment_variables_are_out_of_reach(duck: KPIStore) -> None:

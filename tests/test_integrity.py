@@ -90,7 +90,7 @@ def test_another_key_cannot_read_the_credentials(
     other = store.settings.replace(secret_key="a different key of enough length")
     with KPIStore(store_url, settings=other) as stranger:
         with pytest.raises(DataSourceError, match="cannot be decrypted"):
-            stranger.preview_query("shop", "SELECT 1 AS one")
+            stranger.preview_query("shop", "SELECT 1 AS one", actor="tester")
         run = stranger.execute(kpi.id, actor="ann")
         assert run.status == "failed" and "cannot be decrypted" in (run.error or "")
 

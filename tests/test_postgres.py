@@ -207,7 +207,7 @@ def test_a_query_that_would_write_is_stopped_by_the_read_only_transaction(
     assert run.attempts == 1  # a refusal is not a transient fault
     assert run.row_count is None
     with pytest.raises(ExecutionError, match="read-only transaction"):
-        pg_store.preview_query("wh", sql)
+        pg_store.preview_query("wh", sql, actor="tester")
     assert warehouse_state(warehouse_url) == (0, False)
 
 
@@ -245,7 +245,7 @@ def test_a_kpi_cannot_leave_its_pooled_connection_read_write_for_the_next_query(
     # One pooled connection is all this store has used so far: the next ones reuse it.
     for _ in range(3):
         with pytest.raises(ExecutionError, match="read-only transaction"):
-            pg_store.preview_query("wh", "SELECT nextval('ticket') AS n")
+            pg_store.preview_query("wh", "SELECT nextval('ticket') AS n", actor="tester")
         run = pg_store.execute(wh_kpi("SELECT bump() AS n"), actor="tester")
         assert run.status == "failed" and "read-only transaction" in run.error
     settings = pg_store.execute(
@@ -356,7 +356,7 @@ def test_a_preview_on_postgres_times_out_on_the_server_too(
 ) -> None:
     started = time.monotonic()
     with pytest.raises(ExecutionError, match="preview limit"):
-        pg_store.preview_query("wh", SLEEPER, timeout_s=1)
+        pg_store.preview_query("wh", SLEEPER, timeout_s=1, actor="tester")
     assert time.monotonic() - started < 2.5
     assert running_queries(postgres_server, warehouse_url) == []
 
@@ -838,7 +838,7 @@ def test_one_kpi_run_many_times_reuses_one_healthy_pooled_postgres_session(
         assert (run.status, run.value) == ("success", 12.0), run.error
         sessions.add(run.first_row_sample["pid"])
     for _ in range(12):
-        _, rows = pg_store.preview_query("wh", "SELECT pg_backend_pid() AS pid")
+        _, rows = pg_store.preview_query("wh", "SELECT pg_backend_pid() AS pid", actor="tester")
         sessions.add(rows[0][0])
     assert len(sessions) == 1
 

@@ -104,7 +104,9 @@ def test_many_chunks_are_one_table(upload_store, tmp_path):
 
 def test_the_new_table_can_be_queried_by_a_kpi(upload_store):
     upload_store.import_csv("target", "sales", io.BytesIO(b"region,amount\nN,5\nS,7\n"), "ana")
-    columns, rows = upload_store.preview_query("target", "SELECT SUM(amount) AS total FROM sales")
+    columns, rows = upload_store.preview_query(
+        "target", "SELECT SUM(amount) AS total FROM sales", actor="tester"
+    )
     assert [c.name for c in columns] == ["total"] and rows == [[12]]
 
 
