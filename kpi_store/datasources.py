@@ -8,97 +8,26 @@ past validation cannot write.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 import sqlite3
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from . import audit, db, keys, sqlite_wall
-from .config import Settings
+from . import audit, db, duckdb_wall, keys, sqlite_wall
 from .errors import DataSourceError, NotFoundError, ValidationError
 from .models import DataSource, mask_url
 from .schema import data_sources as table
 from .schema import kpi_definitions
+from .source_folders import SourceFolders
 
 # Short, so a locked source is retried with backoff (and logged) rather than waited on.
 SQLITE_SOURCE_BUSY_S = 1.0
-DEFAULT_FOLDER_NAME = "sources"
 SUPPORTED_DIALECTS = frozenset({"sqlite", "postgresql", "duckdb"})
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _PG_READ_ONLY = "-c default_transaction_read_only=on"
-
-
-@dataclass(frozen=True)
-class SourceFolders:
-    """Where file data sources (SQLite, DuckDB) may live, and the one file that never may:
-    the store's own database. Paths are resolved (symlinks, ``..``) before any check."""
-
-    folders: tuple[pathlib.Path, ...]
-    store_file: pathlib.Path | None
-    beside_store: pathlib.Path  # the sources/ folder beside the store (or under ./data)
-    secrets: tuple[pathlib.Path, ...] = ()  # the key file and audit checkpoints
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SourceFolders:
-        store_url = sa.engine.make_url(settings.url)
-        store_file = None
-        if store_url.get_backend_name() == "sqlite" and store_url.database:
-            store_file = pathlib.Path(store_url.database).expanduser().resolve()
-        beside = keys.default_beside_store(settings, DEFAULT_FOLDER_NAME)
-        secrets = tuple(
-            path.resolve() for path in (keys.key_file(settings), keys.checkpoint_file(settings))
-        )
-        listed = [f.strip() for f in settings.source_dirs.split(os.pathsep) if f.strip()]
-        folders = tuple(pathlib.Path(f).expanduser().resolve() for f in listed) or (beside,)
-        return cls(folders=folders, store_file=store_file, beside_store=beside, secrets=secrets)
-
-    @property
-    def default(self) -> pathlib.Path:
-        """Where the demo warehouse goes: ``sources/`` beside the store when that is
-        allowed, else the first allowed folder."""
-        if any(self.beside_store.is_relative_to(folder) for folder in self.folders):
-            return self.beside_store
-        return self.folders[0]
-
-    def check(self, path: pathlib.Path, name: str = "") -> pathlib.Path:
-        """``path`` resolved, if it lies inside an allowed folder and is not the store."""
-        resolved = path.expanduser().resolve()
-        what = f"Data source '{name}'" if name else "A data source"
-        if self._is_store(resolved):
-            raise ValidationError(
-                f"{what} cannot be the KPI store's own database or one of its key files.",
-                {"url": "the store itself"},
-            )
-        if not any(resolved.is_relative_to(folder) for folder in self.folders):
-            shown = ", ".join(str(f) for f in self.folders)
-            message = (
-                f"{what} must be a file inside the allowed folders ({shown}); "
-                f"{resolved} is not. An administrator can add folders with KPI_SOURCE_DIRS."
-            )
-            raise ValidationError(message, {"url": "outside the allowed folders"})
-        return resolved
-
-    def guarded_dirs(self) -> set[pathlib.Path]:
-        """Folders whose own files no query may read: the store's and its secrets'."""
-        files = [*self.secrets, *([self.store_file] if self.store_file else [])]
-        return {f.parent for f in files}
-
-    def _is_store(self, path: pathlib.Path) -> bool:
-        if path in self.secrets:
-            return True
-        if self.store_file is None:
-            return False
-        if path == self.store_file:
-            return True
-        try:  # a hard link names the same file under another path
-            return path.exists() and os.path.samefile(path, self.store_file)
-        except OSError:
-            return False
 
 
 def sqlite_path(url: sa.engine.URL) -> pathlib.Path:
@@ -135,7 +64,7 @@ def read_only_engine(url: str, folders: SourceFolders | None = None) -> sa.engin
     parsed = parse_url(url)
     backend = check_dialect(parsed)
     if backend == "duckdb":
-        return _duckdb_engine(parsed, folders)
+        return duckdb_wall.engine(parsed, folders)
     if backend == "sqlite":
         path = sqlite_path(parsed)
         if folders is not None:
@@ -198,143 +127,6 @@ def _read_only_sessions(engine: sa.engine.Engine) -> None:
             dbapi_connection.execute("DISCARD ALL")
         finally:
             dbapi_connection.autocommit = False
-
-
-# -- DuckDB: analysts' Parquet/CSV files -------------------------------------------------
-
-# Fixed when the database starts (they cannot be changed afterwards): no extension is
-# installed or loaded behind a query's back, no community extensions, no secrets from disk.
-_DUCKDB_START_CONFIG = {
-    "autoinstall_known_extensions": False,
-    "autoload_known_extensions": False,
-    "allow_community_extensions": False,
-    "allow_unsigned_extensions": False,
-    "allow_persistent_secrets": False,
-}
-
-
-def _duckdb_engine(url: sa.engine.URL, folders: SourceFolders | None) -> sa.engine.Engine:
-    """A DuckDB file opened read-only, reading outside files only inside ``folders``.
-
-    Three walls: the file is opened ``read_only``; external access is switched off except
-    for the allowed folders (``allowed_directories``), and the configuration is then locked,
-    so no query can ``SET`` its way out; and every statement must be a single SELECT by
-    DuckDB's own parser (``COPY … TO``, ``EXPORT``, ``ATTACH``, ``LOAD``, ``SET``,
-    ``CREATE TEMP`` … are refused even if they slipped past validation).
-    """
-    try:
-        import duckdb
-        from duckdb_engine import ConnectionWrapper
-    except ImportError:
-        raise DataSourceError(
-            "DuckDB data sources need the 'duckdb' and 'duckdb-engine' packages installed."
-        ) from None
-    database = url.database or ""
-    if database in ("", ":memory:") or database.startswith(("md:", "motherduck:")):
-        raise DataSourceError("A DuckDB data source must be a database file.")
-    if url.query:
-        raise DataSourceError(
-            "A DuckDB data source URL takes no options: KPI Desk opens the file read-only."
-        )
-    path = pathlib.Path(database).expanduser().resolve()
-    if folders is not None:
-        path = folders.check(path)
-
-    def connect() -> Any:
-        connection = duckdb.connect(str(path), read_only=True, config=dict(_DUCKDB_START_CONFIG))
-        try:
-            _duckdb_lock_down(connection, folders)
-        except BaseException:
-            connection.close()
-            raise
-        return ConnectionWrapper(connection)
-
-    engine = sa.create_engine("duckdb://", creator=connect, poolclass=sa.pool.NullPool)
-    _duckdb_single_selects(engine)
-    return engine
-
-
-def _duckdb_lock_down(connection: Any, folders: SourceFolders | None) -> None:
-    """Limit file access to the allowed folders, then lock the configuration.
-
-    Connections to one file in one process share a database instance: a later connection
-    finds it locked already, and checks the walls are up instead of raising them again.
-    """
-
-    def setting(name: str) -> Any:
-        return connection.execute("SELECT current_setting($1)", [name]).fetchone()[0]
-
-    if not setting("lock_configuration"):
-        directories, files = _duckdb_readable(folders)
-        connection.execute("SET allowed_directories = $1", [directories])
-        connection.execute("SET allowed_paths = $1", [files])
-        connection.execute("SET enable_external_access = false")
-        connection.execute("SET lock_configuration = true")  # last: nothing changes after
-    if setting("enable_external_access") or not setting("lock_configuration"):
-        raise DataSourceError("The DuckDB file could not be opened with its walls up.")
-
-
-def _duckdb_readable(folders: SourceFolders | None) -> tuple[list[str], list[str]]:
-    """The directories and files a DuckDB query may read: the allowed folders, except the
-    files directly beside the store's own database and its secrets (the store, its journal,
-    the key file, the audit checkpoints).
-
-    A folder holding one of those is opened level by level around it instead of as a
-    whole. Symbolic links are left out (an allowed link would lead anywhere). Without
-    ``folders``, no outside file at all.
-    """
-    if folders is None:
-        return [], []
-    directories: list[str] = []
-    files: list[str] = []
-    for folder in folders.folders:
-        _open_around(folder, folders.guarded_dirs(), directories, files)
-    return directories, files
-
-
-def _open_around(
-    level: pathlib.Path, guarded: set[pathlib.Path], directories: list[str], files: list[str]
-) -> None:
-    if not any(g.is_relative_to(level) for g in guarded):
-        directories.append(f"{level}{os.sep}")
-        return
-    try:
-        entries = sorted(level.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        if entry.is_symlink():
-            continue
-        if entry.is_dir():
-            _open_around(entry, guarded, directories, files)
-        elif level not in guarded:
-            files.append(str(entry))
-
-
-def _duckdb_single_selects(engine: sa.engine.Engine) -> None:
-    """Every statement sent to DuckDB is one SELECT, as DuckDB itself parses it.
-
-    The KPI's SQL was checked with sqlglot when it was saved; DuckDB runs every statement
-    of a string, so a parser difference must not smuggle a second statement through.
-    """
-    import duckdb
-
-    from .errors import UnsafeQueryError
-
-    @sa.event.listens_for(engine, "before_cursor_execute")
-    def _only_select(_connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        try:
-            kinds = [s.type for s in duckdb.extract_statements(statement)]
-        except duckdb.Error as error:
-            reason = str(error).strip().splitlines()
-            raise UnsafeQueryError(
-                f"The SQL could not be read: {reason[0] if reason else 'unreadable SQL'}"
-            ) from None
-        if kinds != [duckdb.StatementType.SELECT]:
-            shown = ", ".join(kind.name for kind in kinds) or "nothing"
-            raise UnsafeQueryError(
-                f"Only one read-only query (SELECT) may run on a DuckDB source, not {shown}."
-            )
 
 
 def test_connection(engine: sa.engine.Engine, name: str) -> None:
