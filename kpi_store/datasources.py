@@ -76,6 +76,10 @@ def read_only_engine(url: str, folders: SourceFolders | None = None) -> sa.engin
                 uri, uri=True, check_same_thread=False, timeout=SQLITE_SOURCE_BUSY_S
             )
             connection.execute("PRAGMA query_only=ON")
+            # No value bigger than the default limit; a run or preview sets its own.
+            from .querying import guard_values
+
+            guard_values(connection)
             sqlite_wall.harden(connection)  # after our PRAGMA: no more pragmas from here
             return connection
 

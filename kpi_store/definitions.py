@@ -18,8 +18,6 @@ from . import datasources as sources
 from .errors import ExecutionError, NotFoundError, ValidationError, VersionConflictError
 from .models import (
     KPI,
-    NUL,
-    NUL_MESSAGE,
     SPEC_FIELDS,
     KPISpec,
     KPIVersion,
@@ -30,6 +28,7 @@ from .schema import kpi_execution_results as executions
 from .validation import (
     check_parameters_match,
     check_read_only_sql,
+    checked_note,
     parse_spec,
     placeholders,
     sqlglot_dialect,
@@ -266,8 +265,7 @@ def update(
     action: str = audit.UPDATE,
 ) -> KPI:
     """Save a new version made of the current one plus ``changes``."""
-    if NUL in (note or ""):
-        raise ValidationError(f"The note {NUL_MESSAGE}.", {"note": NUL_MESSAGE})
+    note = checked_note(note)  # NUL, invalid text and length refused with a clear message
     with _name_taken_as_validation(), db.write_tx(engine) as connection:
         current = to_kpi(require_kpi(connection, kpi_id))
         _check_editable(current, expected_version)

@@ -53,3 +53,9 @@ class ExecutionError(KPIStoreError):
 
 class LostOwnership(Exception):  # noqa: N818 - internal signal, not an error for users
     """The run is no longer this holder's to write (re-queued or cancelled elsewhere)."""
+
+
+class ResourceLimitError(ExecutionError):
+    """A run or preview that passed a resource limit (value size, stored bytes): it fails
+    at once, is never retried, and keeps no rows. The message names the limit and the
+    setting that raises it."""

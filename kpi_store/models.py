@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .values import coerce_value
+from .values import coerce_value, shown, text_problem
 from .vocabulary import (
     FINISHED_STATUSES,
     RAG,
@@ -30,6 +30,20 @@ TEXT_COLUMNS = ("name", "description", "nl_definition", "data_source", "sql", "v
 TEXT_COLUMNS += ("unit", "owner")
 NUL = "\x00"
 NUL_MESSAGE = "cannot contain the NUL character (U+0000)"
+MAX_TEXT_CHARS = 10_000  # description, plain-language definition
+MAX_SQL_CHARS = 100_000
+MAX_TAGS, MAX_TAG_CHARS = 30, 50
+MAX_PARAMETERS, MAX_CHOICES, MAX_LABEL_CHARS = 100, 1_000, 200
+
+
+def _valid_text(value: str | None) -> str | None:
+    """Text every database stores as is: no NUL (PostgreSQL text cannot hold it) and valid
+    Unicode (a lone surrogate, e.g. from bytes that were not UTF-8, cannot be encoded)."""
+    if value is not None:
+        problem = text_problem(value)
+        if problem:
+            raise ValueError(problem)
+    return value
 
 
 class ParameterSpec(BaseModel):
@@ -40,8 +54,8 @@ class ParameterSpec(BaseModel):
     name: str
     type: ParamType = ParamType.STR
     default: Any = None
-    choices: list[Any] | None = None
-    label: str | None = None
+    choices: list[Any] | None = Field(default=None, max_length=MAX_CHOICES)
+    label: str | None = Field(default=None, max_length=MAX_LABEL_CHARS)
 
     @field_validator("name")
     @classmethod
@@ -51,6 +65,11 @@ class ParameterSpec(BaseModel):
                 "a parameter name must start with a letter or _ and hold only letters, digits and _"
             )
         return value
+
+    @field_validator("label")
+    @classmethod
+    def _label_text(cls, value: str | None) -> str | None:
+        return _valid_text(value)
 
     @model_validator(mode="after")
     def _typed_default_and_choices(self) -> ParameterSpec:
@@ -77,11 +96,11 @@ class KPISpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    description: str = ""
-    nl_definition: str = ""
+    description: str = Field(default="", max_length=MAX_TEXT_CHARS)
+    nl_definition: str = Field(default="", max_length=MAX_TEXT_CHARS)
     data_source: str = Field(min_length=1, max_length=100)
-    sql: str = Field(min_length=1)
-    parameters: list[ParameterSpec] = Field(default_factory=list)
+    sql: str = Field(min_length=1, max_length=MAX_SQL_CHARS)
+    parameters: list[ParameterSpec] = Field(default_factory=list, max_length=MAX_PARAMETERS)
     value_column: str | None = Field(default=None, max_length=200)
     aggregation: Aggregation = Aggregation.SUM
     unit: str = Field(default="", max_length=50)
@@ -109,9 +128,7 @@ class KPISpec(BaseModel):
     @field_validator(*TEXT_COLUMNS)
     @classmethod
     def _no_nul(cls, value: str | None) -> str | None:
-        if value is not None and NUL in value:  # PostgreSQL text cannot hold it; SQLite can
-            raise ValueError(NUL_MESSAGE)
-        return value
+        return _valid_text(value)
 
     @field_validator("tags")
     @classmethod
@@ -119,8 +136,13 @@ class KPISpec(BaseModel):
         seen: list[str] = []
         for tag in value:
             tag = str(tag).strip()
+            problem = text_problem(tag, MAX_TAG_CHARS)
+            if problem:
+                raise ValueError(f"the tag {shown(tag)} {problem}")
             if tag and tag not in seen:
                 seen.append(tag)
+        if len(seen) > MAX_TAGS:
+            raise ValueError(f"at most {MAX_TAGS} tags, not {len(seen)}")
         return seen
 
     @model_validator(mode="after")

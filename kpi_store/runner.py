@@ -110,9 +110,7 @@ class Runner:
                     attempts = attempt.retry_state.attempt_number
                     sink.record_attempt(attempts)
                     control.check()
-                    outcome = read_into(
-                        engine, job.spec, job.params, control, sink, self.settings.row_cap
-                    )
+                    outcome = read_into(engine, job.spec, job.params, control, sink, self.settings)
         except LostOwnership:
             raise
         except BaseException as error:

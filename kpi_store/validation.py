@@ -11,7 +11,7 @@ from sqlglot import exp
 
 from .errors import UnsafeQueryError, ValidationError
 from .models import KPISpec, ParameterSpec
-from .values import BoundParams, coerce_value
+from .values import BoundParams, TextRefused, check_text, coerce_value, shown
 
 # Statement kinds that change data or the database, wherever they appear in the tree.
 _FORBIDDEN = tuple(
@@ -165,7 +165,7 @@ def bind_parameters(
     given = dict(given or {})
     if ignore_undeclared:
         given = {k: v for k, v in given.items() if k in declared}
-    unknown = sorted(set(given) - declared)
+    unknown = sorted(shown(name).strip("'") for name in set(given) - declared)
     if unknown:
         raise ValidationError(
             f"Unknown parameter(s) for KPI '{spec.name}': {', '.join(unknown)}.",
@@ -190,8 +190,9 @@ def _bind_one(param: ParameterSpec, raw: Any) -> Any:
         return param.default
     value = coerce_value(param.type, raw, f"parameter '{param.name}'")
     if param.choices is not None and value not in param.choices:
-        shown = ", ".join(str(c) for c in param.choices)
-        raise ValueError(f"parameter '{param.name}': {value!r} is not one of: {shown}")
+        listed = ", ".join(str(c) for c in param.choices[:20])
+        more = f" … ({len(param.choices)} in all)" if len(param.choices) > 20 else ""
+        raise ValueError(f"parameter '{param.name}': {shown(value)} is not one of: {listed}{more}")
     return value
 
 
@@ -209,9 +210,39 @@ def checked_timeout(timeout_s: Any) -> float | None:
         return None
     try:
         timeout_s = float(timeout_s)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         timeout_s = -1.0
     if not 0 < timeout_s <= MAX_TIMEOUT_S:
         message = f"The time limit must be a number of seconds from 0 to {MAX_TIMEOUT_S}."
         raise ValidationError(message, {"timeout_s": message})
     return timeout_s
+
+
+MAX_ACTOR_CHARS = 200  # the width of every "who" column
+MAX_NOTE_CHARS = 2_000
+
+
+def checked_actor(actor: Any) -> str:
+    """Who makes a change or a run, stripped; refused when missing, too long or not text."""
+    actor = (actor if isinstance(actor, str) else "").strip()
+    if not actor:
+        raise ValidationError(
+            "Say who you are: every change records its author.", {"actor": "required"}
+        )
+    return _checked_text(actor, "actor", "The actor name", MAX_ACTOR_CHARS)
+
+
+def checked_note(note: Any) -> str:
+    """A version's note ("" when none); refused when too long or not text."""
+    if note is None:
+        return ""
+    if not isinstance(note, str):
+        raise ValidationError("The note must be text.", {"note": "must be text"})
+    return _checked_text(note, "note", "The note", MAX_NOTE_CHARS)
+
+
+def _checked_text(text: str, field: str, what: str, max_chars: int) -> str:
+    try:
+        return check_text(text, what, max_chars)
+    except TextRefused as error:
+        raise ValidationError(f"{error}.", {field: str(error).removeprefix(what + " ")}) from None

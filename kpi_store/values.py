@@ -13,6 +13,41 @@ from typing import Any
 
 TRUE_WORDS = frozenset({"true", "yes", "1", "on"})
 FALSE_WORDS = frozenset({"false", "no", "0", "off"})
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # what every database (and JSON reader) holds
+MAX_VALUE_CHARS = 1_000  # a text parameter value
+_SHOWN_CHARS = 40
+
+
+class TextRefused(ValueError):
+    """Text that cannot be stored: the message says why (without quoting the text)."""
+
+
+def text_problem(text: str, max_chars: int | None = None) -> str | None:
+    """Why ``text`` cannot be stored, or None: NUL, not valid Unicode, or too long."""
+    if "\x00" in text:
+        return "cannot contain the NUL character (U+0000)"
+    if max_chars is not None and len(text) > max_chars:
+        return f"is longer than {max_chars:,} characters ({len(text):,})"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid text (it holds bytes that are not UTF-8, or a lone surrogate)"
+    return None
+
+
+def check_text(text: str, what: str, max_chars: int | None = None) -> str:
+    """``text`` itself, or TextRefused naming ``what`` and the problem."""
+    problem = text_problem(text, max_chars)
+    if problem:
+        raise TextRefused(f"{what} {problem}")
+    return text
+
+
+def shown(value: Any) -> str:
+    """A value quoted in a message: short, and printable whatever it holds."""
+    text = f"'{value}'" if isinstance(value, str) else repr(value)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"
 
 
 def coerce_value(type_name: str, value: Any, what: str = "value") -> Any:
@@ -20,30 +55,53 @@ def coerce_value(type_name: str, value: Any, what: str = "value") -> Any:
     try:
         return _COERCERS[type_name](value)
     except KeyError:
-        raise ValueError(f"{what}: unknown type '{type_name}'") from None
+        raise ValueError(f"{what}: unknown type '{shown(type_name)}'") from None
+    except _OutOfRange:
+        raise ValueError(
+            f"{what}: {shown(value)} is outside the range of whole numbers "
+            f"({INT_MIN:,} to {INT_MAX:,})"
+        ) from None
+    except TextRefused as error:
+        raise ValueError(f"{what} {error}") from None
     except (TypeError, ValueError, OverflowError):
-        shown = repr(value) if not isinstance(value, str) else f"'{value}'"
-        raise ValueError(f"{what}: {shown} is not a valid {_TYPE_WORDS[type_name]}") from None
+        raise ValueError(
+            f"{what}: {shown(value)} is not a valid {_TYPE_WORDS[type_name]}"
+        ) from None
+
+
+class _OutOfRange(ValueError):
+    pass
 
 
 def _to_str(value: Any) -> str:
     if isinstance(value, (dict, list, tuple, set, bytes)):
         raise TypeError
-    return str(value)
+    text = str(value)
+    problem = text_problem(text, MAX_VALUE_CHARS)
+    if problem:
+        raise TextRefused(problem)
+    return text
 
 
 def _to_int(value: Any) -> int:
     if isinstance(value, bool):
         raise TypeError
     if isinstance(value, int):
-        return value
-    if isinstance(value, float):
+        number = value
+    elif isinstance(value, float):
         if not value.is_integer():
             raise ValueError
-        return int(value)
-    if isinstance(value, str):
-        return int(value.strip())
-    raise TypeError
+        number = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if len(text) > 40:  # longer than any 64-bit number, however written
+            raise _OutOfRange if text.lstrip("+-").isdigit() else ValueError
+        number = int(text)
+    else:
+        raise TypeError
+    if not INT_MIN <= number <= INT_MAX:
+        raise _OutOfRange
+    return number
 
 
 def _to_float(value: Any) -> float:
@@ -117,8 +175,10 @@ class BoundParams:
     @classmethod
     def from_stored(cls, types: dict[str, str], stored: dict[str, Any]) -> BoundParams:
         """Values as a run stored them (already checked), typed again by their declared types."""
-        typed = {
-            name: coerce_value(types.get(name, "str"), value) if value is not None else None
+        typed = {  # text as stored: a run queued before a limit changed still runs
+            name: value
+            if value is None or types.get(name, "str") == "str"
+            else coerce_value(types[name], value)
             for name, value in stored.items()
         }
         return cls(typed=typed, json=dict(stored))
