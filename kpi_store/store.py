@@ -40,7 +40,7 @@ from .querying import preview_rows
 from .queue import JobQueue, new_holder, process_worker_id
 from .runner import Runner
 from .runs import FinishedHook, RunLedger
-from .validation import bind_parameters
+from .validation import bind_parameters, checked_actor
 from .views import (
     BatchProgress,
     JobBoard,
@@ -308,7 +308,7 @@ class KPIStore:
             engine = self.source_engines.get(sources.connect_url(connection, data_source))
         details = {"data_source": data_source, "sql": spec.sql, "params": bound.json}
         audit.record(self.engine, actor=actor, action=audit.PREVIEW, details=details)
-        return preview_rows(engine, spec.sql, bound, limit, timeout_s)
+        return preview_rows(engine, spec.sql, bound, limit, timeout_s, self.settings)
 
     # -- results --------------------------------------------------------------------
 
@@ -506,11 +506,12 @@ class KPIStore:
 
 
 def _actor(actor: str) -> str:
-    actor = (actor or "").strip()
+    """Who acts, stripped; refused (never cut) when missing, over 200 characters or not text."""
+    actor = actor.strip() if isinstance(actor, str) else ""
     if not actor:
         raise ValidationError(
             "Say who you are: every change records its author.", {"actor": "required"}
         )
     if NUL in actor:
         raise ValidationError(f"The actor name {NUL_MESSAGE}.", {"actor": NUL_MESSAGE})
-    return actor[:200]
+    return checked_actor(actor)
