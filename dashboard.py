@@ -1,8 +1,13 @@
 """KPI Desk: ``streamlit run dashboard.py``.
 
-The entry point: page config, navigation over the files in ``pages/``, the sidebar
-identity, one ``KPIStore`` (plus the embedded background worker) per server process,
-and deep links: ``/?kpi=ID`` opens that KPI, ``/?execution=ID`` opens that run.
+Streamlit runs this file for every page view (as ``__main__``): page config, navigation
+over the files in ``pages/``, the sidebar identity, one ``KPIStore`` (plus the embedded
+background worker) per server process, and deep links: ``/?kpi=ID`` opens that KPI,
+``/?execution=ID`` opens that run.
+
+Imported as a module (``streamlit run`` finds ``app`` below and serves it with uvicorn),
+it is the ASGI app: Streamlit plus ``/export/<token>.csv``, which streams every row of a
+run as CSV without holding the file in memory.
 """
 
 from __future__ import annotations
@@ -11,54 +16,39 @@ import streamlit as st
 
 import kpi_ui as ui
 
-st.set_page_config(
-    page_title="KPI Desk",
-    page_icon=":material/monitoring:",
-    layout="wide",
-    initial_sidebar_state="expanded",
-)
 
-pages = {
-    "Metrics": [
-        st.Page(ui.PAGES["overview"], title="Overview", icon=":material/dashboard:", default=True),
-        st.Page(ui.PAGES["kpis"], title="KPIs", icon=":material/edit_note:"),
-        st.Page(ui.PAGES["run"], title="Run", icon=":material/play_circle:"),
-    ],
-    "Analyse": [
-        st.Page(ui.PAGES["drilldown"], title="Drill-down", icon=":material/table_view:"),
-        st.Page(ui.PAGES["history"], title="History", icon=":material/timeline:"),
-    ],
-    "Govern": [
-        st.Page(ui.PAGES["audit"], title="Audit", icon=":material/policy:"),
-        st.Page(ui.PAGES["data_sources"], title="Data sources", icon=":material/database:"),
-    ],
-}
-page = st.navigation(pages)
-ui.page_style()
-
-st.logo(ui.LOGO_SVG, icon_image=ui.ICON_SVG, size="large")
-ui.identity_sidebar()
-
-try:
-    store = ui.get_store()
-except Exception as error:  # a wrong KPI_STORE_URL must not show a traceback
-    st.error(
-        "The KPI store cannot be opened. Check the KPI_STORE_URL setting "
-        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})."
+def render() -> None:
+    st.set_page_config(
+        page_title="KPI Desk",
+        page_icon=":material/monitoring:",
+        layout="wide",
+        initial_sidebar_state="expanded",
     )
-    st.stop()
-
-with st.sidebar:
-    worker = "on" if ui.worker_running() else "off"
-    st.caption(f":material/memory: Background worker {worker}")
-
-# Deep links on the home URL: /?execution=ID and /?kpi=ID open the right page.
-if page.url_path == "":
-    if ui.query_int("execution") is not None:
-        st.switch_page(
-            ui.PAGES["drilldown"], query_params={"execution": st.query_params["execution"]}
+    page = ui.navigation()
+    ui.page_style()
+    st.logo(ui.LOGO_SVG, icon_image=ui.ICON_SVG, size="large")
+    ui.identity_sidebar()
+    try:
+        ui.get_store()
+    except Exception as error:  # a wrong KPI_STORE_URL must not show a traceback
+        reason = str(error).splitlines()[0] if str(error) else ""
+        st.error(
+            "The KPI store cannot be opened. Check the KPI_STORE_URL setting "
+            f"({type(error).__name__}: {ui.md(reason)})."
         )
-    elif ui.query_int("kpi") is not None:
-        st.switch_page(ui.PAGES["kpis"], query_params={"kpi": st.query_params["kpi"]})
+        st.stop()
+    with st.sidebar:
+        st.caption(f":material/memory: Background worker {'on' if ui.worker_running() else 'off'}")
+    # Deep links on the home URL: /?execution=ID and /?kpi=ID open the right page.
+    if page.url_path == "":
+        if (execution := ui.query_int("execution")) is not None:
+            ui.switch_to(ui.Page.DRILLDOWN, execution=execution)
+        elif (kpi := ui.query_int("kpi")) is not None:
+            ui.switch_to(ui.Page.KPIS, kpi=kpi)
+    page.run()
 
-page.run()
+
+if __name__ == "__main__":
+    render()
+else:
+    app = st.App(__file__, routes=ui.download_routes(ui.process_store))

@@ -70,4 +70,3 @@ class ExportTokens:
     def _forget_expired(self, now: float) -> None:
         for token in [t for t, g in self._grants.items() if g.expires_at <= now]:
             del self._grants[token]
-

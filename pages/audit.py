@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -12,12 +13,9 @@ import kpi_ui as ui
 
 store = ui.get_store()
 
-ACTIONS = [
-    "CREATE", "UPDATE", "RESTORE", "ARCHIVE", "UNARCHIVE", "DELETE",
-    "EXECUTE", "CANCEL", "EXPORT",
-    "DATA_SOURCE_ADD", "DATA_SOURCE_REMOVE", "DATA_UPLOAD",
-]  # fmt: skip
+ACTIONS = [str(action) for action in ui.AuditAction]
 LIMITS = {"100": 100, "500": 500, "2,000": 2_000, "All": None}
+SUMMARY_KEYS = ("version", "note", "table", "rows", "status", "execution_id", "value")
 
 st.title("Audit log")
 st.caption(
@@ -34,12 +32,12 @@ with ui.friendly_errors():
         )
     else:
         st.error(
-            f"Audit chain broken at entry {check.first_broken_id}: {check.reason} "
+            f"Audit chain broken at entry {check.first_broken_id}: {ui.md(check.reason)} "
             f"({check.checked:,} entries verified before it).",
             icon=":material/gpp_bad:",
         )
 
-kpis = []
+kpis: list[ui.KPI] = []
 with ui.friendly_errors():
     kpis = store.list_kpis(include_archived=True)
 kpi_names = {k.id: k.name for k in kpis}
@@ -57,7 +55,12 @@ with st.container(border=True):
         key="au_kpi",
     )
     ui.set_query_param("kpi", kpi_id)
-    dates = c4.date_input("Date range", value=(), key="au_dates", format="YYYY-MM-DD")
+    dates = c4.date_input(
+        "Date range",
+        value=(),  # type: ignore[arg-type]  # an empty range: no dates chosen yet
+        key="au_dates",
+        format="YYYY-MM-DD",
+    )
     limit_label = c5.selectbox("Show", list(LIMITS), key="au_limit")
 
 since = until = None
@@ -83,11 +86,8 @@ if not entries:
     st.stop()
 
 
-def summary(details: dict) -> str:
-    parts = []
-    for key in ("version", "note", "table", "rows", "status", "execution_id", "value"):
-        if details.get(key) not in (None, ""):
-            parts.append(f"{key}: {details[key]}")
+def summary(details: dict[str, Any]) -> str:
+    parts = [f"{key}: {details[key]}" for key in SUMMARY_KEYS if details.get(key) not in (None, "")]
     if isinstance(details.get("changes"), dict):
         parts.append("changed: " + ", ".join(details["changes"]))
     return "; ".join(parts)
@@ -123,12 +123,13 @@ st.dataframe(
     },
 )
 
+me = ui.current_actor()
 st.download_button(
     "Export these entries as CSV",
-    data=ui.deferred(store.audit_csv, entries, actor=ui.current_actor()),
-    disabled=not ui.current_actor(),
+    data=ui.deferred(store.audit_csv, entries, actor=me),
+    disabled=not me,
     help="Recorded in the audit log."
-    if ui.current_actor()
+    if me
     else "Enter your name in the sidebar: exports are recorded in the audit log.",
     file_name=f"kpi-audit-{dt.date.today().isoformat()}.csv",
     mime="text/csv",
@@ -136,6 +137,28 @@ st.download_button(
     key="au_export",
     on_click="ignore",
 )
+
+# -- one entry ------------------------------------------------------------------------------
+
+
+def changed_fields(changes: dict[str, Any]) -> None:
+    st.markdown("**Changed fields**")
+    rows = [
+        {"field": name, "before": ui.as_text(c.get("before")), "after": ui.as_text(c.get("after"))}
+        for name, c in changes.items()
+    ]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def before_and_after(before: Any, after: Any) -> None:
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Before**")
+        st.json(before if before is not None else {}, expanded=True)
+    with right:
+        st.markdown("**After**")
+        st.json(after if after is not None else {}, expanded=True)
+
 
 st.subheader("Entry details", divider="gray")
 by_id = {e.id: e for e in entries}
@@ -152,29 +175,9 @@ details = dict(entry.details)
 changes = details.pop("changes", None)
 before, after = details.pop("before", None), details.pop("after", None)
 if isinstance(changes, dict) and changes:
-    st.markdown("**Changed fields**")
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "field": name,
-                    "before": ui.as_text(c.get("before")),
-                    "after": ui.as_text(c.get("after")),
-                }
-                for name, c in changes.items()
-            ]
-        ),
-        hide_index=True,
-        width="stretch",
-    )
+    changed_fields(changes)
 if before is not None or after is not None:
-    left, right = st.columns(2)
-    with left:
-        st.markdown("**Before**")
-        st.json(before if before is not None else {}, expanded=True)
-    with right:
-        st.markdown("**After**")
-        st.json(after if after is not None else {}, expanded=True)
+    before_and_after(before, after)
 if details:
     st.markdown("**Details**")
     st.json(details, expanded=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
@@ -19,9 +20,11 @@ st.caption(
 )
 ui.show_flash()
 
-sources = []
+sources: list[ui.DataSource] = []
+upload_targets: list[str] = []
 with ui.friendly_errors():
     sources = store.data_sources()
+    upload_targets = store.upload_targets()
 
 if not sources:
     st.info(
@@ -30,21 +33,16 @@ if not sources:
         icon=":material/database:",
     )
 else:
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "Name": s.name,
-                    "URL": s.display_url,
-                    "Added by": s.created_by,
-                    "Added": ui.format_time(s.created_at),
-                }
-                for s in sources
-            ]
-        ),
-        hide_index=True,
-        width="stretch",
-    )
+    rows = [
+        {
+            "Name": s.name,
+            "URL": s.display_url,
+            "Added by": s.created_by,
+            "Added": ui.format_time(s.created_at),
+        }
+        for s in sources
+    ]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 add_tab, upload_tab, remove_tab = st.tabs(
     [
@@ -55,7 +53,18 @@ add_tab, upload_tab, remove_tab = st.tabs(
     key="ds_tabs",
 )
 
-with add_tab:
+
+def remember_fields(slot: str) -> Callable[[ui.KPIStoreError], None]:
+    """An ``on_error`` for ``ui.act``: field errors kept for the form, the message shown."""
+
+    def on_error(error: ui.KPIStoreError) -> None:
+        st.session_state[slot] = ui.field_errors(error)
+        ui.show_error(error)
+
+    return on_error
+
+
+def add_form() -> None:
     errors = st.session_state.get("ds_add_errors", {})
     with st.form("ds_add", border=False):
         left, right = st.columns([1, 2])
@@ -78,82 +87,83 @@ with add_tab:
         submitted = st.form_submit_button(
             "Test and add", type="primary", icon=":material/add_link:"
         )
-    if submitted:
-        actor = ui.require_actor("add a data source")
-        if actor:
-            try:
-                with st.spinner("Testing the connection…"):
-                    source = store.add_data_source(name, url, actor)
-            except ui.KPIStoreError as error:
-                st.session_state["ds_add_errors"] = ui.field_errors(error)
-                ui.show_error(error)
-            else:
-                st.session_state.pop("ds_add_errors", None)
-                ui.flash(f"Data source '{source.name}' added: connection works.")
-                st.rerun()
+    if not submitted:
+        return
 
-with upload_tab:
-    sqlite_sources = [s.name for s in sources if s.url.lower().startswith("sqlite")]
-    if not sqlite_sources:
+    def added(source: ui.DataSource) -> str:
+        st.session_state.pop("ds_add_errors", None)
+        return f"Data source '{ui.md(source.name)}' added: connection works."
+
+    ui.act(
+        "add a data source",
+        lambda actor: store.add_data_source(name, url, actor),
+        spinner="Testing the connection…",
+        done=added,
+        on_error=remember_fields("ds_add_errors"),
+    )
+
+
+def suggested_table(file_name: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_]+", "_", pathlib.Path(file_name).stem).strip("_")
+    return (stem if stem[:1].isalpha() else f"t_{stem}").lower()
+
+
+def upload_form() -> None:
+    if not upload_targets:
         st.info("Uploads go into a local SQLite data source; add one first.")
-    else:
-        st.caption(
-            "The file becomes a new table that KPI queries can read. The first row must "
-            "hold the column names; nothing is written if any row cannot be read."
-        )
-        target = st.selectbox("Into data source", sqlite_sources, key="up_source")
-        upload = st.file_uploader("CSV file", type=["csv"], key="up_file")
-        suggested = ""
-        if upload is not None:
-            stem = re.sub(r"[^A-Za-z0-9_]+", "_", pathlib.Path(upload.name).stem).strip("_")
-            suggested = (stem if stem[:1].isalpha() else f"t_{stem}").lower()
-        table = st.text_input(
-            "New table name",
-            value=suggested,
-            key=f"up_table_{suggested}",
-            help="Letters, digits and _; the table must not exist yet.",
-        )
-        upload_errors = st.session_state.get("up_errors", {})
-        ui.field_error(upload_errors, "table", "file")
-        if st.button(
-            "Upload", type="primary", icon=":material/upload:", disabled=upload is None, key="up_go"
-        ):
-            actor = ui.require_actor("upload data")
-            if actor and upload is not None:
-                try:
-                    with st.spinner("Reading the file…"):
-                        rows = store.import_csv(target, table, upload, actor=actor)
-                except ui.KPIStoreError as error:
-                    st.session_state["up_errors"] = ui.field_errors(error)
-                    ui.show_error(error)
-                else:
-                    st.session_state.pop("up_errors", None)
-                    ui.flash(f"Uploaded {rows:,} rows into table '{table}' of '{target}'.")
-                    st.rerun()
+        return
+    st.caption(
+        "The file becomes a new table that KPI queries can read. The first row must "
+        "hold the column names; nothing is written if any row cannot be read."
+    )
+    target = st.selectbox("Into data source", upload_targets, key="up_source")
+    upload = st.file_uploader("CSV file", type=["csv"], key="up_file")
+    suggested = suggested_table(upload.name) if upload is not None else ""
+    table = st.text_input(
+        "New table name",
+        value=suggested,
+        key=f"up_table_{suggested}",
+        help="Letters, digits and _; the table must not exist yet.",
+    )
+    ui.field_error(st.session_state.get("up_errors", {}), "table", "file")
+    if not st.button(
+        "Upload", type="primary", icon=":material/upload:", disabled=upload is None, key="up_go"
+    ):
+        return
 
-with remove_tab:
+    def uploaded(rows: int) -> str:
+        st.session_state.pop("up_errors", None)
+        return f"Uploaded {rows:,} rows into table '{ui.md(table)}' of '{ui.md(target)}'."
+
+    ui.act(
+        "upload data",
+        lambda actor: store.import_csv(target, table, upload, actor=actor),
+        spinner="Reading the file…",
+        done=uploaded,
+        on_error=remember_fields("up_errors"),
+    )
+
+
+def remove_form() -> None:
     if not sources:
         st.caption("Nothing to remove.")
-    else:
-        doomed = st.selectbox("Data source", [s.name for s in sources], key="ds_remove_pick")
-        st.caption("A data source that KPIs still use cannot be removed.")
-        confirm_key = "ds_remove_confirm"
-        if st.button("Remove…", key="ds_remove", icon=":material/delete:"):
-            st.session_state[confirm_key] = doomed
-        if st.session_state.get(confirm_key) == doomed:
-            st.warning(f"Remove data source '{doomed}'? Its data is not touched.")
-            yes, no = st.columns([1, 6])
-            if yes.button("Yes, remove", type="primary", key="ds_remove_yes"):
-                actor = ui.require_actor("remove a data source")
-                if actor:
-                    st.session_state.pop(confirm_key, None)
-                    try:
-                        store.remove_data_source(doomed, actor)
-                    except ui.KPIStoreError as error:
-                        ui.show_error(error)
-                    else:
-                        ui.flash(f"Data source '{doomed}' removed.")
-                        st.rerun()
-            if no.button("Cancel", key="ds_remove_no"):
-                st.session_state.pop(confirm_key, None)
-                st.rerun()
+        return
+    doomed = st.selectbox("Data source", [s.name for s in sources], key="ds_remove_pick")
+    st.caption("A data source that KPIs still use cannot be removed.")
+    if st.button("Remove…", key="ds_remove", icon=":material/delete:"):
+        ui.ask_to_confirm("ds_remove", doomed)
+    question = f"Remove data source '{ui.md(doomed)}'? Its data is not touched."
+    if ui.confirmed("ds_remove", doomed, question, "Yes, remove"):
+        ui.act(
+            "remove a data source",
+            lambda actor: store.remove_data_source(doomed, actor),
+            done=f"Data source '{ui.md(doomed)}' removed.",
+        )
+
+
+with add_tab:
+    add_form()
+with upload_tab:
+    upload_form()
+with remove_tab:
+    remove_form()

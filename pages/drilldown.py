@@ -7,18 +7,18 @@ import datetime as dt
 import streamlit as st
 
 import kpi_ui as ui
-from kpi_store import Execution
 
 store = ui.get_store()
 
 PAGE_SIZES = [25, 50, 100, 250, 500, 1000]
+EXPORT_HELP = "Enter your name in the sidebar: exports are recorded in the audit log."
 
 st.title("Drill-down")
 st.caption("Every row behind a KPI value. Sort and filter within the page in the grid.")
 
 names: dict[int, str] = {}
 units: dict[int, str] = {}
-recent: list[Execution] = []
+recent: list[ui.Execution] = []
 with ui.friendly_errors():
     for kpi in store.list_kpis(include_archived=True):
         names[kpi.id], units[kpi.id] = kpi.name, kpi.unit
@@ -27,14 +27,12 @@ with ui.friendly_errors():
 by_id = {e.id: e for e in recent}
 wanted = ui.query_int("execution")
 if wanted is not None and wanted not in by_id:
-    try:
+    with ui.friendly_errors():
         by_id[wanted] = store.execution(wanted)
-    except ui.KPIStoreError as error:
-        ui.show_error(error)
 
 if not by_id:
     st.info("No runs yet: run a KPI and its rows will appear here.", icon=":material/lightbulb:")
-    st.page_link(ui.PAGES["run"], label="Run a KPI", icon=":material/play_arrow:")
+    ui.link(ui.Page.RUN, "Run a KPI", ":material/play_arrow:")
     st.stop()
 
 
@@ -57,7 +55,7 @@ name = names.get(run.kpi_id, f"KPI #{run.kpi_id} (deleted)")
 # -- facts ------------------------------------------------------------------------------
 
 head, badge = st.columns([5, 1], vertical_alignment="center")
-head.subheader(f"{name} · version {run.kpi_version}")
+head.subheader(f"{ui.md(name)} · version {run.kpi_version}")
 with badge:
     ui.status_badge(run.status)
 
@@ -68,10 +66,11 @@ m[2].metric("Duration", ui.format_duration(ui.run_duration_ms(run)))
 m[3].metric("Attempts", f"{run.attempts} of {run.max_retries + 1}")
 m[4].metric("Requested by", run.requested_by)
 
+mode = "background" if run.mode == ui.RunMode.BACKGROUND else "now"
 facts = {
     "KPI": f"{name} (#{run.kpi_id}), version {run.kpi_version}",
     "Parameters": ui.format_params(run.params),
-    "Requested by": f"{run.requested_by} ({'background' if run.mode == 'background' else 'now'})",
+    "Requested by": f"{run.requested_by} ({mode})",
     "Queued": ui.format_time(run.created_at),
     "Started": ui.format_time(run.started_at),
     "Finished": ui.format_time(run.finished_at),
@@ -83,7 +82,7 @@ if run.batch_id:
 with st.expander("Run details", expanded=True, icon=":material/info:"):
     ui.facts_grid(facts)
     if run.kpi_id in names:
-        ui.kpi_link(run.kpi_id, "All runs of this KPI", "history", ":material/timeline:")
+        ui.kpi_link(run.kpi_id, "All runs of this KPI", ui.Page.HISTORY, ":material/timeline:")
 
 if run.truncated:
     st.warning(
@@ -108,8 +107,8 @@ if not run.finished:
     wait_for_run()
     st.stop()
 
-if run.status != "success":
-    st.error(run.error or f"The run ended as {run.status}.", icon=":material/error:")
+if run.status != ui.RunStatus.SUCCESS:
+    st.error(ui.md(run.error or f"The run ended as {run.status}."), icon=":material/error:")
     st.stop()
 
 if not run.row_count:
@@ -120,7 +119,7 @@ if not run.row_count:
 
 size_key, page_key = f"dd_size_{run.id}", f"dd_page_{run.id}"
 size = int(st.session_state.get(size_key, 50))
-total_pages = max(1, -(-run.row_count // size))
+total_pages = store.total_pages(run, size)
 if st.session_state.get(page_key, 1) > total_pages:
     st.session_state[page_key] = total_pages
 
@@ -167,43 +166,40 @@ if frame is None:
     st.stop()
 
 first = (page - 1) * size + 1
-last = first + len(frame) - 1
-controls.caption(f"Rows {first:,}–{last:,} of {run.row_count:,}")
+controls.caption(f"Rows {first:,}–{first + len(frame) - 1:,} of {run.row_count:,}")
 
 ui.result_grid(frame, key=f"dd_grid_{run.id}_{page}_{size}")
 
 # -- downloads --------------------------------------------------------------------------
 
 actor = ui.current_actor()
-safe = "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-") or "kpi"
+stem = ui.file_stem(name)
 excel = bool(st.session_state.get("dd_excel", False))  # the toggle below, set before this run
+whole = f"Download CSV (all {run.row_count:,} rows)"
 downloads = st.container(horizontal=True, vertical_alignment="center")
-downloads.download_button(
-    f"Download CSV (all {run.row_count:,} rows)",
-    data=ui.deferred(ui.export_bytes, store, run.id, actor, excel),
-    file_name=f"{safe}-run-{run.id}.csv",
-    mime="text/csv",
-    icon=":material/download:",
-    type="primary",
-    key=f"dd_dl_all_{run.id}",
-    on_click="ignore",
-    disabled=not actor,
-    help="Every row of the run, streamed from the store. Recorded in the audit log."
-    if actor
-    else "Enter your name in the sidebar: exports are recorded in the audit log.",
-)
+with downloads:
+    if actor:  # a link the server streams every row through, never whole in memory
+        ui.full_export_link(store, run, name, actor, excel, whole)
+    else:
+        st.download_button(
+            whole,
+            data=b"",
+            icon=":material/download:",
+            type="primary",
+            key=f"dd_dl_all_{run.id}",
+            disabled=True,
+            help=EXPORT_HELP,
+        )
 downloads.download_button(
     f"Download this page ({len(frame):,} rows)",
     data=ui.deferred(store.page_csv, run.id, page, size, excel, actor=actor),
-    file_name=f"{safe}-run-{run.id}-page-{page}.csv",
+    file_name=f"{stem}-run-{run.id}-page-{page}.csv",
     mime="text/csv",
     icon=":material/download:",
     key=f"dd_dl_page_{run.id}",
     on_click="ignore",
     disabled=not actor,
-    help="Recorded in the audit log."
-    if actor
-    else "Enter your name in the sidebar: exports are recorded in the audit log.",
+    help="Recorded in the audit log." if actor else EXPORT_HELP,
 )
 downloads.toggle(
     "Excel-friendly CSV",
@@ -213,6 +209,6 @@ downloads.toggle(
 )
 if not actor:
     st.caption(
-        ":orange[Enter your name in the sidebar to download every row: exports are "
+        ":orange[Enter your name in the sidebar to download rows: exports are "
         "recorded in the audit log.]"
     )

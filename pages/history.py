@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
 import kpi_ui as ui
-from kpi_store import Execution, KPIVersion
 
 store = ui.get_store()
 
 st.title("History")
 ui.show_flash()
 
-kpis = []
+kpis: list[ui.KPI] = []
 with ui.friendly_errors():
     kpis = store.list_kpis(include_archived=True)
 if not kpis:
     st.info("No KPIs yet.", icon=":material/lightbulb:")
-    st.page_link(ui.PAGES["kpis"], label="Create a KPI", icon=":material/add_circle:")
+    ui.link(ui.Page.KPIS, "Create a KPI", ":material/add_circle:")
     st.stop()
 by_id = {k.id: k for k in kpis}
 
@@ -30,19 +31,17 @@ ui.set_query_param("kpi", selected)
 kpi = by_id[selected]
 
 head, links = st.columns([4, 2], vertical_alignment="center")
-head.caption(
-    f"Version {kpi.version} · {kpi.status} · owner {kpi.owner or '—'} · "
-    f"target {ui.format_value(kpi.target, kpi.unit) if kpi.target is not None else 'none'}"
-)
+target = ui.format_value(kpi.target, kpi.unit) if kpi.target is not None else "none"
+head.text(f"Version {kpi.version} · {kpi.status} · owner {kpi.owner or '—'} · target {target}")
 with links:
     l1, l2 = st.columns(2)
     with l1:
-        ui.kpi_link(kpi.id, "Edit", "kpis", ":material/edit:")
+        ui.kpi_link(kpi.id, "Edit", ui.Page.KPIS, ":material/edit:")
     with l2:
-        ui.kpi_link(kpi.id, "Run", "run", ":material/play_arrow:")
+        ui.kpi_link(kpi.id, "Run", ui.Page.RUN, ":material/play_arrow:")
 
-runs: list[Execution] = []
-versions: list[KPIVersion] = []
+runs: list[ui.Execution] = []
+versions: list[ui.KPIVersion] = []
 with ui.friendly_errors():
     runs = store.executions(kpi_id=kpi.id, limit=500)
     versions = store.kpi_versions(kpi.id)
@@ -55,203 +54,199 @@ tab_runs, tab_versions, tab_compare = st.tabs(
     ]
 )
 
+
+def run_choice(run: ui.Execution) -> str:
+    return (
+        f"#{run.id} · {ui.status_label(run.status)} · {ui.format_value(run.value, kpi.unit)} · "
+        f"{ui.format_time(run.finished_at or run.created_at)}"
+    )
+
+
 # -- runs -------------------------------------------------------------------------------
 
-with tab_runs:
+
+def runs_tab() -> None:
     if not runs:
         st.info("This KPI has not been run yet.", icon=":material/play_circle:")
-    else:
-        ui.runs_chart(runs, kpi.target, kpi.unit)
-        table = ui.runs_frame(runs)
-        table["open"] = [f"drilldown?execution={r.id}" for r in runs]
-        table["status"] = table["status"].map(ui.status_label)
-        table["value"] = [ui.format_value(r.value, kpi.unit) for r in runs]
-        st.dataframe(
-            table,
-            hide_index=True,
-            width="stretch",
-            column_config={
-                "run": st.column_config.NumberColumn("Run", width="small"),
-                "when": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm:ss"),
-                "value": "Value",
-                "status": "Status",
-                "version": st.column_config.NumberColumn("Version", width="small"),
-                "params": "Parameters",
-                "rows": st.column_config.NumberColumn("Rows", format="localized"),
-                "duration": "Duration",
-                "by": "By",
-                "open": st.column_config.LinkColumn("Drill-down", display_text="Open"),
-            },
-        )
-        pick = st.selectbox(
-            "Open a run",
-            [r.id for r in runs],
-            format_func=lambda i: next(
-                f"#{r.id} · {ui.status_label(r.status)} · {ui.format_value(r.value, kpi.unit)} · "
-                f"{ui.format_time(r.finished_at or r.created_at)}"
-                for r in runs
-                if r.id == i
-            ),
-            key=f"hi_open_{kpi.id}",
-        )
-        ui.run_link(pick)
+        return
+    ui.runs_chart(runs, kpi.target, kpi.unit)
+    table = ui.runs_frame(runs)
+    table["open"] = [ui.run_url(r.id) for r in runs]
+    table["status"] = table["status"].map(ui.status_label)
+    table["value"] = [ui.format_value(r.value, kpi.unit) for r in runs]
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "run": st.column_config.NumberColumn("Run", width="small"),
+            "when": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+            "value": "Value",
+            "status": "Status",
+            "version": st.column_config.NumberColumn("Version", width="small"),
+            "params": "Parameters",
+            "rows": st.column_config.NumberColumn("Rows", format="localized"),
+            "duration": "Duration",
+            "by": "By",
+            "open": st.column_config.LinkColumn("Drill-down", display_text="Open"),
+        },
+    )
+    by_run = {r.id: r for r in runs}
+    pick = st.selectbox(
+        "Open a run",
+        list(by_run),
+        format_func=lambda i: run_choice(by_run[i]),
+        key=f"hi_open_{kpi.id}",
+    )
+    ui.run_link(pick)
+
+
+with tab_runs:
+    runs_tab()
 
 # -- versions ---------------------------------------------------------------------------
 
-with tab_versions:
-    verbs = {"create": "Created", "update": "Changed", "restore": "Restored"}
+VERBS = {"create": "Created", "update": "Changed", "restore": "Restored"}
+
+
+def version_timeline() -> None:
     with st.container(border=True, key="hi_version_timeline"):
         for v in versions[:100]:
             badge, text = st.columns([1, 11], vertical_alignment="center")
             with badge:
                 st.badge(f"v{v.version}", color="blue" if v.version == kpi.version else "gray")
-            note = f" — _{v.note}_" if v.note else ""
+            note = f" — _{ui.md(v.note)}_" if v.note else ""
             text.markdown(
-                f"{verbs.get(v.action, v.action.title())} by **{v.changed_by}** · "
+                f"{VERBS.get(v.action, v.action.title())} by **{ui.md(v.changed_by)}** · "
                 f"{ui.format_time(v.changed_at)} ({ui.time_ago(v.changed_at)}){note}"
             )
         if len(versions) > 100:
             st.caption(f"… and {len(versions) - 100} older versions.")
+
+
+def version_diff(numbers: list[int]) -> None:
+    st.markdown("**Compare two versions**")
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("From version", numbers, index=1, key=f"hi_va_{kpi.id}")
+    b = c2.selectbox("To version", numbers, index=0, key=f"hi_vb_{kpi.id}")
+    with ui.friendly_errors():
+        diff = store.diff_versions(kpi.id, a, b)
+        if not diff.changes:
+            st.caption("These two versions are identical.")
+            return
+        rows = [
+            {
+                "Field": c.field,
+                f"Version {a}": ui.as_text(c.before),
+                f"Version {b}": ui.as_text(c.after),
+            }
+            for c in diff.changes
+            if c.field != "sql"
+        ]
+        if diff.sql_diff:
+            rows.append({"Field": "sql", f"Version {a}": "see below", f"Version {b}": "see below"})
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        if diff.sql_diff:
+            st.code(diff.sql_diff, language="diff")
+
+
+def restore_version(numbers: list[int]) -> None:
+    st.markdown("**Restore an older version**")
+    older = [n for n in numbers if n != kpi.version]
+    c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+    target = c1.selectbox("Version to restore", older, key=f"hi_restore_{kpi.id}")
+    if c2.button(
+        "Restore…",
+        icon=":material/restore:",
+        key="hi_restore_btn",
+        disabled=kpi.status != ui.KPIStatus.ACTIVE,
+    ):
+        ui.ask_to_confirm("hi_restore", (kpi.id, target))
+    question = (
+        f"Restore version {target}? It is saved as a new version {kpi.version + 1}; "
+        "nothing in the history is removed."
+    )
+    if ui.confirmed("hi_restore", (kpi.id, target), question, "Yes, restore", ":material/restore:"):
+        ui.act(
+            "restore a version",
+            lambda actor: store.restore_version(kpi.id, target, actor),
+            done=lambda restored: f"Version {target} restored as version {restored.version}.",
+        )
+
+
+with tab_versions:
+    version_timeline()
     numbers = [v.version for v in versions]
     if len(numbers) < 2:
         st.caption("Only one version so far: edit the KPI to create another.")
     else:
-        st.markdown("**Compare two versions**")
-        c1, c2 = st.columns(2)
-        a = c1.selectbox("From version", numbers, index=1, key=f"hi_va_{kpi.id}")
-        b = c2.selectbox("To version", numbers, index=0, key=f"hi_vb_{kpi.id}")
-        with ui.friendly_errors():
-            diff = store.diff_versions(kpi.id, a, b)
-            if not diff.changes:
-                st.caption("These two versions are identical.")
-            else:
-                st.dataframe(
-                    pd.DataFrame(
-                        [
-                            {
-                                "Field": c.field,
-                                f"Version {a}": ui.as_text(c.before),
-                                f"Version {b}": ui.as_text(c.after),
-                            }
-                            for c in diff.changes
-                            if c.field != "sql"
-                        ]
-                        + (
-                            [
-                                {
-                                    "Field": "sql",
-                                    f"Version {a}": "see below",
-                                    f"Version {b}": "see below",
-                                }
-                            ]
-                            if diff.sql_diff
-                            else []
-                        )
-                    ),
-                    hide_index=True,
-                    width="stretch",
-                )
-                if diff.sql_diff:
-                    st.code(diff.sql_diff, language="diff")
-
-        st.markdown("**Restore an older version**")
-        older = [n for n in numbers if n != kpi.version]
-        c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
-        target = c1.selectbox("Version to restore", older, key=f"hi_restore_{kpi.id}")
-        if c2.button(
-            "Restore…",
-            icon=":material/restore:",
-            key="hi_restore_btn",
-            disabled=kpi.status != "active",
-        ):
-            st.session_state["hi_confirm"] = (kpi.id, target)
-        if st.session_state.get("hi_confirm") == (kpi.id, target):
-            st.warning(
-                f"Restore version {target}? It is saved as a new version {kpi.version + 1}; "
-                "nothing in the history is removed.",
-                icon=":material/restore:",
-            )
-            yes, no, _ = st.columns([1, 1, 5])
-            if yes.button("Yes, restore", type="primary", key="hi_restore_yes"):
-                actor = ui.require_actor("restore a version")
-                if actor:
-                    st.session_state.pop("hi_confirm", None)
-                    try:
-                        restored = store.restore_version(kpi.id, target, actor)
-                    except ui.KPIStoreError as error:
-                        ui.show_error(error)
-                    else:
-                        ui.flash(f"Version {target} restored as version {restored.version}.")
-                        st.rerun()
-            if no.button("Cancel", key="hi_restore_no"):
-                st.session_state.pop("hi_confirm", None)
-                st.rerun()
+        version_diff(numbers)
+        restore_version(numbers)
 
 # -- compare two runs -------------------------------------------------------------------
 
-with tab_compare:
+
+def compare_rows(first: ui.Execution, second: ui.Execution) -> list[tuple[str, Any, Any]]:
+    unit = kpi.unit
+    rows: list[tuple[str, Any, Any]] = [
+        ("Value", ui.format_value(first.value, unit), ui.format_value(second.value, unit)),
+        ("Status", ui.status_label(first.status), ui.status_label(second.status)),
+        ("KPI version", first.kpi_version, second.kpi_version),
+        ("Row count", ui.format_number(first.row_count), ui.format_number(second.row_count)),
+        ("Truncated", first.truncated, second.truncated),
+        (
+            "Duration",
+            ui.format_duration(first.execution_time_ms),
+            ui.format_duration(second.execution_time_ms),
+        ),
+        ("Requested by", first.requested_by, second.requested_by),
+        ("Finished (UTC)", ui.format_time(first.finished_at), ui.format_time(second.finished_at)),
+    ]
+    for name in dict.fromkeys([*first.params, *second.params]):
+        rows.append((f"Parameter {name}", first.params.get(name), second.params.get(name)))
+    return rows
+
+
+def compare_tab() -> None:
     if len(runs) < 2:
         st.caption("Compare needs at least two runs of this KPI.")
-    else:
-        ids = [r.id for r in runs]
-        by_run = {r.id: r for r in runs}
+        return
+    by_run = {r.id: r for r in runs}
 
-        def label(i: int) -> str:
-            r = by_run[i]
-            return (
-                f"#{r.id} · {ui.status_label(r.status)} · "
-                f"{ui.format_time(r.finished_at or r.created_at)}"
-            )
+    def label(i: int) -> str:
+        r = by_run[i]
+        when = ui.format_time(r.finished_at or r.created_at)
+        return f"#{r.id} · {ui.status_label(r.status)} · {when}"
 
-        c1, c2 = st.columns(2)
-        first = by_run[
-            c1.selectbox("Run A", ids, index=1, format_func=label, key=f"hi_ra_{kpi.id}")
+    c1, c2 = st.columns(2)
+    first = by_run[
+        c1.selectbox("Run A", list(by_run), index=1, format_func=label, key=f"hi_ra_{kpi.id}")
+    ]
+    second = by_run[
+        c2.selectbox("Run B", list(by_run), index=0, format_func=label, key=f"hi_rb_{kpi.id}")
+    ]
+    frame = pd.DataFrame(
+        [
+            {
+                "": f,
+                f"Run #{first.id}": ui.as_text(x),
+                f"Run #{second.id}": ui.as_text(y),
+                "Differs": "●" if ui.as_text(x) != ui.as_text(y) else "",
+            }
+            for f, x, y in compare_rows(first, second)
         ]
-        second = by_run[
-            c2.selectbox("Run B", ids, index=0, format_func=label, key=f"hi_rb_{kpi.id}")
-        ]
-        rows = [
-            (
-                "Value",
-                ui.format_value(first.value, kpi.unit),
-                ui.format_value(second.value, kpi.unit),
-            ),
-            ("Status", ui.status_label(first.status), ui.status_label(second.status)),
-            ("KPI version", first.kpi_version, second.kpi_version),
-            ("Row count", ui.format_number(first.row_count), ui.format_number(second.row_count)),
-            ("Truncated", first.truncated, second.truncated),
-            (
-                "Duration",
-                ui.format_duration(first.execution_time_ms),
-                ui.format_duration(second.execution_time_ms),
-            ),
-            ("Requested by", first.requested_by, second.requested_by),
-            (
-                "Finished (UTC)",
-                ui.format_time(first.finished_at),
-                ui.format_time(second.finished_at),
-            ),
-        ]
-        for name in dict.fromkeys([*first.params, *second.params]):
-            rows.append((f"Parameter {name}", first.params.get(name), second.params.get(name)))
-        frame = pd.DataFrame(
-            [
-                {
-                    "": f,
-                    f"Run #{first.id}": ui.as_text(x),
-                    f"Run #{second.id}": ui.as_text(y),
-                    "Differs": "●" if ui.as_text(x) != ui.as_text(y) else "",
-                }
-                for f, x, y in rows
-            ]
+    )
+    st.dataframe(frame, hide_index=True, width="stretch")
+    if first.value is not None and second.value is not None:
+        change = second.value - first.value
+        pct = f" ({change / first.value:+.1%})" if first.value else ""
+        st.metric(
+            f"Run #{second.id} vs run #{first.id}",
+            ui.format_value(second.value, kpi.unit),
+            delta=f"{'+' if change >= 0 else ''}{ui.format_value(change, kpi.unit)}{pct}",
+            delta_color="normal" if kpi.direction == ui.Direction.HIGHER_IS_BETTER else "inverse",
         )
-        st.dataframe(frame, hide_index=True, width="stretch")
-        if first.value is not None and second.value is not None:
-            change = second.value - first.value
-            pct = f" ({change / first.value:+.1%})" if first.value else ""
-            st.metric(
-                f"Run #{second.id} vs run #{first.id}",
-                ui.format_value(second.value, kpi.unit),
-                delta=f"{'+' if change >= 0 else ''}{ui.format_value(change, kpi.unit)}{pct}",
-                delta_color="normal" if kpi.direction == "higher_is_better" else "inverse",
-            )
+
+
+with tab_compare:
+    compare_tab()

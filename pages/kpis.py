@@ -14,29 +14,33 @@ import pandas as pd
 import streamlit as st
 
 import kpi_ui as ui
-from kpi_store import KPI
 
 store = ui.get_store()
 
-PARAM_TYPES = ["str", "int", "float", "date", "bool"]
+PARAM_TYPES = list(ui.ParamType)
 TYPE_LABELS = {
-    "str": "Text",
-    "int": "Whole number",
-    "float": "Number",
-    "date": "Date",
-    "bool": "Yes / no",
+    ui.ParamType.STR: "Text",
+    ui.ParamType.INT: "Whole number",
+    ui.ParamType.FLOAT: "Number",
+    ui.ParamType.DATE: "Date",
+    ui.ParamType.BOOL: "Yes / no",
 }
-AGGREGATIONS = ["sum", "avg", "count", "min", "max", "first"]
+AGGREGATIONS = list(ui.Aggregation)
 AGG_LABELS = {
-    "sum": "Sum of the value column",
-    "avg": "Average of the value column",
-    "count": "Number of rows",
-    "min": "Smallest value",
-    "max": "Largest value",
-    "first": "Value of the first row",
+    ui.Aggregation.SUM: "Sum of the value column",
+    ui.Aggregation.AVG: "Average of the value column",
+    ui.Aggregation.COUNT: "Number of rows",
+    ui.Aggregation.MIN: "Smallest value",
+    ui.Aggregation.MAX: "Largest value",
+    ui.Aggregation.FIRST: "Value of the first row",
 }
-DIRECTIONS = ["higher_is_better", "lower_is_better"]
-DIRECTION_LABELS = {"higher_is_better": "Higher is better", "lower_is_better": "Lower is better"}
+DIRECTIONS = list(ui.Direction)
+DIRECTION_LABELS = {
+    ui.Direction.HIGHER_IS_BETTER: "Higher is better",
+    ui.Direction.LOWER_IS_BETTER: "Lower is better",
+}
+Spec = dict[str, Any]
+Errors = dict[str, str]
 
 st.title("KPIs")
 st.caption("Define what each KPI means and how it is computed. Every save is a new version.")
@@ -44,7 +48,7 @@ ui.show_flash()
 
 # -- catalog ------------------------------------------------------------------------------
 
-all_kpis: list[KPI] = []
+all_kpis: list[ui.KPI] = []
 with ui.friendly_errors():
     all_kpis = store.list_kpis(include_archived=True)
 all_tags = sorted({t for k in all_kpis for t in k.tags})
@@ -60,37 +64,30 @@ with st.container(border=True):
     tag = c2.selectbox("Tag", ["All tags", *all_tags], key="kp_tag")
     archived = c3.toggle("Show archived", key="kp_archived")
 
-listed: list[KPI] = []
+listed: list[ui.KPI] = []
 with ui.friendly_errors():
     listed = store.list_kpis(
         search=search or None, tag=None if tag == "All tags" else tag, include_archived=archived
     )
 
-if not all_kpis:
-    st.info(
-        "No KPIs yet. Create the first one with the form below.",
-        icon=":material/lightbulb:",
-    )
-elif not listed:
-    st.info("No KPI matches this search.", icon=":material/search_off:")
-else:
+
+def catalog_table(kpis: list[ui.KPI]) -> None:
+    rows = [
+        {
+            "ID": k.id,
+            "Name": k.name,
+            "Owner": k.owner,
+            "Tags": ", ".join(k.tags),
+            "Target": ui.format_value(k.target, k.unit) if k.target is not None else "",
+            "Version": k.version,
+            "Status": str(k.status),
+            "Updated": ui.format_time(k.updated_at),
+            "By": k.updated_by,
+        }
+        for k in kpis
+    ]
     st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "ID": k.id,
-                    "Name": k.name,
-                    "Owner": k.owner,
-                    "Tags": ", ".join(k.tags),
-                    "Target": ui.format_value(k.target, k.unit) if k.target is not None else "",
-                    "Version": k.version,
-                    "Status": k.status,
-                    "Updated": ui.format_time(k.updated_at),
-                    "By": k.updated_by,
-                }
-                for k in listed
-            ]
-        ),
+        pd.DataFrame(rows),
         hide_index=True,
         width="stretch",
         column_config={
@@ -98,6 +95,14 @@ else:
             "Version": st.column_config.NumberColumn(width="small"),
         },
     )
+
+
+if not all_kpis:
+    st.info("No KPIs yet. Create the first one with the form below.", icon=":material/lightbulb:")
+elif not listed:
+    st.info("No KPI matches this search.", icon=":material/search_off:")
+else:
+    catalog_table(listed)
 
 by_id = {k.id: k for k in all_kpis}
 options: list[int | None] = [None, *(k.id for k in listed)]
@@ -116,7 +121,7 @@ selected = st.selectbox(
 ui.set_query_param("kpi", selected)
 
 
-# -- form helpers -------------------------------------------------------------------------
+# -- form sections ------------------------------------------------------------------------
 
 
 def _default_text(value: Any) -> str:
@@ -131,7 +136,48 @@ def _number_or_none(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
-def parameter_rows(prefix: str, initial: list[Any], errors: dict[str, str]) -> list[dict]:
+def parameter_row(key: str, start: ui.ParameterSpec | None) -> tuple[Spec, bool]:
+    """One editable parameter; returns its dict and whether "remove" was pressed."""
+    c = st.columns([2, 2, 2, 3, 3, 1], vertical_alignment="bottom")
+    name = c[0].text_input(
+        "Name", value=start.name if start else "", key=f"{key}_name", placeholder="start_date"
+    )
+    ptype = c[1].selectbox(
+        "Type",
+        PARAM_TYPES,
+        index=PARAM_TYPES.index(start.type) if start else 0,
+        format_func=lambda t: TYPE_LABELS[t],
+        key=f"{key}_type",
+    )
+    default = c[2].text_input(
+        "Default",
+        value=_default_text(start.default) if start else "",
+        key=f"{key}_default",
+        placeholder="2025-01-01" if ptype == ui.ParamType.DATE else "",
+    )
+    choices = c[3].text_input(
+        "Choices",
+        help="Optional: the only values allowed, separated by commas.",
+        value=", ".join(_default_text(x) for x in start.choices) if start and start.choices else "",
+        key=f"{key}_choices",
+    )
+    label = c[4].text_input(
+        "Label shown to users", value=(start.label or "") if start else "", key=f"{key}_label"
+    )
+    remove = c[5].button(
+        "", icon=":material/delete:", key=f"{key}_remove", help="Remove this parameter"
+    )
+    spec = {
+        "name": name.strip(),
+        "type": ptype,
+        "default": default.strip() or None,
+        "choices": [x.strip() for x in choices.split(",") if x.strip()] or None,
+        "label": label.strip() or None,
+    }
+    return spec, remove
+
+
+def parameter_rows(prefix: str, initial: list[ui.ParameterSpec], errors: Errors) -> list[Spec]:
     """Editable parameter rows; returns the parameter dicts in row order."""
     rows_key = f"{prefix}_rows"
     if rows_key not in st.session_state:
@@ -141,57 +187,15 @@ def parameter_rows(prefix: str, initial: list[Any], errors: dict[str, str]) -> l
     if not rows:
         st.caption("No parameters. Add one for each `:name` used in the SQL.")
     for position, rid in enumerate(rows):
-        start = initial[rid] if rid < len(initial) else None
-        key = f"{prefix}_p{rid}"
         with st.container(border=True):
-            c = st.columns([2, 2, 2, 3, 3, 1], vertical_alignment="bottom")
-            name = c[0].text_input(
-                "Name",
-                value=start.name if start else "",
-                key=f"{key}_name",
-                placeholder="start_date",
+            spec, remove = parameter_row(
+                f"{prefix}_p{rid}", initial[rid] if rid < len(initial) else None
             )
-            ptype = c[1].selectbox(
-                "Type",
-                PARAM_TYPES,
-                index=PARAM_TYPES.index(start.type) if start else 0,
-                format_func=TYPE_LABELS.get,
-                key=f"{key}_type",
-            )
-            default = c[2].text_input(
-                "Default",
-                value=_default_text(start.default) if start else "",
-                key=f"{key}_default",
-                placeholder="2025-01-01" if ptype == "date" else "",
-            )
-            choices = c[3].text_input(
-                "Choices",
-                help="Optional: the only values allowed, separated by commas.",
-                value=", ".join(_default_text(x) for x in start.choices)
-                if start and start.choices
-                else "",
-                key=f"{key}_choices",
-            )
-            label = c[4].text_input(
-                "Label shown to users",
-                value=(start.label or "") if start else "",
-                key=f"{key}_label",
-            )
-            if c[5].button(
-                "", icon=":material/delete:", key=f"{key}_remove", help="Remove this parameter"
-            ):
+            if remove:
                 rows.remove(rid)
                 st.rerun()
             ui.field_error(errors, f"parameters[{position}]")
-        result.append(
-            {
-                "name": name.strip(),
-                "type": ptype,
-                "default": default.strip() or None,
-                "choices": [x.strip() for x in choices.split(",") if x.strip()] or None,
-                "label": label.strip() or None,
-            }
-        )
+        result.append(spec)
     if st.button("Add parameter", icon=":material/add:", key=f"{prefix}_add"):
         rows.append(max([*rows, len(initial) - 1]) + 1)
         st.rerun()
@@ -199,13 +203,9 @@ def parameter_rows(prefix: str, initial: list[Any], errors: dict[str, str]) -> l
     return result
 
 
-def definition_form(prefix: str, kpi: KPI | None, errors: dict[str, str]) -> dict[str, Any]:
-    """Every field of a KPI definition; returns the spec as a dict."""
-    sources = []
-    with ui.friendly_errors():
-        sources = [s.name for s in store.data_sources()]
-    spec: dict[str, Any] = {}
-
+def identity_section(prefix: str, kpi: ui.KPI | None, errors: Errors) -> Spec:
+    """Name, owner, description, plain-words definition and tags."""
+    spec: Spec = {}
     st.markdown("##### What it means")
     c1, c2 = st.columns([2, 1])
     with c1:
@@ -242,17 +242,24 @@ def definition_form(prefix: str, kpi: KPI | None, errors: dict[str, str]) -> dic
     )
     spec["tags"] = [t.strip() for t in tags.split(",") if t.strip()]
     ui.field_error(errors, "tags")
+    return spec
 
+
+def query_section(prefix: str, kpi: ui.KPI | None, errors: Errors) -> Spec:
+    """The data source and the SQL."""
+    sources: list[str] = []
+    with ui.friendly_errors():
+        sources = [s.name for s in store.data_sources()]
     st.markdown("##### How it is computed")
     if not sources:
         st.warning("There are no data sources yet.", icon=":material/database:")
-        st.page_link(
-            ui.PAGES["data_sources"], label="Add a data source", icon=":material/database:"
-        )
+        ui.link(ui.Page.DATA_SOURCES, "Add a data source", ":material/database:")
     index = sources.index(kpi.data_source) if kpi and kpi.data_source in sources else 0
-    spec["data_source"] = st.selectbox(
-        "Data source", sources, index=index if sources else None, key=f"{prefix}_source"
-    )
+    spec: Spec = {
+        "data_source": st.selectbox(
+            "Data source", sources, index=index if sources else None, key=f"{prefix}_source"
+        )
+    }
     ui.field_error(errors, "data_source")
     spec["sql"] = st.text_area(
         "SQL",
@@ -263,63 +270,69 @@ def definition_form(prefix: str, kpi: KPI | None, errors: dict[str, str]) -> dic
         help="One read-only query. Use :name for parameters.",
     )
     ui.field_error(errors, "sql")
+    return spec
 
-    st.markdown("**Parameters**")
-    spec["parameters"] = parameter_rows(prefix, list(kpi.parameters) if kpi else [], errors)
 
+def test_query_section(prefix: str, spec: Spec) -> None:
+    """ "Test query": the first 20 rows of the draft, read-only, nothing saved."""
     test_clicked = st.button(
         "Test query",
         icon=":material/science:",
         key=f"{prefix}_test",
-        disabled=not ui.current_actor(),
-        help="Runs the query read-only and shows the first 20 rows. Recorded in the audit log."
-        if ui.current_actor()
-        else "Enter your name in the sidebar: test queries are recorded in the audit log.",
+        help="Runs the query read-only and shows the first 20 rows.",
     )
     preview_key = f"{prefix}_preview"
     if test_clicked:
         st.session_state.pop(preview_key, None)
-        try:
-            with st.spinner("Running the query…"):
-                columns, rows = store.preview_query(
-                    spec["data_source"] or "",
-                    spec["sql"],
-                    parameters=spec["parameters"],
-                    limit=20,
-                    actor=ui.current_actor(),
-                )
-        except ui.KPIStoreError as error:
+
+        def preview(actor: str) -> tuple[list[str], list[list[Any]]]:
+            columns, rows = store.preview_query(
+                spec["data_source"] or "",
+                spec["sql"],
+                parameters=spec["parameters"],
+                limit=20,
+                actor=actor,
+            )
+            return [c.name for c in columns], rows
+
+        def failed(error: ui.KPIStoreError) -> None:
             st.session_state[preview_key] = ("error", str(error))
-        else:
-            st.session_state[preview_key] = ("ok", ([c.name for c in columns], rows))
+
+        result = ui.act(
+            "test a query", preview, spinner="Running the query…", on_error=failed, rerun=None
+        )
+        if result is not None:
+            st.session_state[preview_key] = ("ok", result)
     if preview_key in st.session_state:
         kind, payload = st.session_state[preview_key]
         if kind == "error":
-            st.error(f"Test query failed: {payload}", icon=":material/error:")
+            st.error(f"Test query failed: {ui.md(payload)}", icon=":material/error:")
         else:
             names, rows = payload
             st.success(f"The query works: first {len(rows)} row(s) below.", icon=":material/check:")
             st.dataframe(pd.DataFrame(rows, columns=names), hide_index=True, width="stretch")
 
+
+def value_section(prefix: str, kpi: ui.KPI | None, errors: Errors) -> Spec:
+    """The headline value: its column, aggregation and unit."""
+    spec: Spec = {}
     st.markdown("##### The headline value and its target")
     c1, c2, c3 = st.columns(3)
     with c1:
-        spec["value_column"] = (
-            st.text_input(
-                "Value column",
-                value=(kpi.value_column or "") if kpi else "",
-                key=f"{prefix}_value_column",
-                help="The result column the headline figure is made of.",
-            )
-            or None
+        value_column = st.text_input(
+            "Value column",
+            value=(kpi.value_column or "") if kpi else "",
+            key=f"{prefix}_value_column",
+            help="The result column the headline figure is made of.",
         )
+        spec["value_column"] = value_column or None
         ui.field_error(errors, "value_column")
     with c2:
         spec["aggregation"] = st.selectbox(
             "Aggregation",
             AGGREGATIONS,
             index=AGGREGATIONS.index(kpi.aggregation) if kpi else 0,
-            format_func=AGG_LABELS.get,
+            format_func=lambda a: AGG_LABELS[a],
             key=f"{prefix}_aggregation",
         )
         ui.field_error(errors, "aggregation")
@@ -328,52 +341,57 @@ def definition_form(prefix: str, kpi: KPI | None, errors: dict[str, str]) -> dic
             "Unit", value=kpi.unit if kpi else "", key=f"{prefix}_unit", placeholder="$, %, orders…"
         )
         ui.field_error(errors, "unit")
+    return spec
+
+
+def target_section(prefix: str, kpi: ui.KPI | None, errors: Errors) -> Spec:
+    """The target, which direction is better, and the amber tolerance."""
+    spec: Spec = {}
     c1, c2, c3 = st.columns(3)
     with c1:
-        spec["target"] = _number_or_none(
-            st.number_input(
-                "Target",
-                value=kpi.target if kpi else None,
-                key=f"{prefix}_target",
-                placeholder="none",
-            )
+        target = st.number_input(
+            "Target", value=kpi.target if kpi else None, key=f"{prefix}_target", placeholder="none"
         )
+        spec["target"] = _number_or_none(target)
         ui.field_error(errors, "target")
     with c2:
         spec["direction"] = st.selectbox(
             "Direction",
             DIRECTIONS,
             index=DIRECTIONS.index(kpi.direction) if kpi else 0,
-            format_func=DIRECTION_LABELS.get,
+            format_func=lambda d: DIRECTION_LABELS[d],
             key=f"{prefix}_direction",
         )
         ui.field_error(errors, "direction")
     with c3:
-        spec["tolerance_pct"] = float(
-            st.number_input(
-                "Tolerance (%)",
-                value=float(kpi.tolerance_pct) if kpi else 10.0,
-                min_value=0.0,
-                max_value=1000.0,
-                step=1.0,
-                key=f"{prefix}_tolerance",
-                help="How far from the target still counts as amber, not red.",
-            )
+        tolerance = st.number_input(
+            "Tolerance (%)",
+            value=float(kpi.tolerance_pct) if kpi else 10.0,
+            min_value=0.0,
+            max_value=1000.0,
+            step=1.0,
+            key=f"{prefix}_tolerance",
+            help="How far from the target still counts as amber, not red.",
         )
+        spec["tolerance_pct"] = float(tolerance)
         ui.field_error(errors, "tolerance_pct")
+    return spec
 
+
+def run_settings_section(prefix: str, kpi: ui.KPI | None, errors: Errors) -> Spec:
+    """Time limit and retries (empty: the store's defaults)."""
+    spec: Spec = {}
     with st.expander("Run settings", icon=":material/tune:"):
         c1, c2 = st.columns(2)
         with c1:
-            spec["timeout_s"] = _number_or_none(
-                st.number_input(
-                    "Timeout (seconds)",
-                    value=kpi.timeout_s if kpi else None,
-                    min_value=0.1,
-                    key=f"{prefix}_timeout",
-                    placeholder="default",
-                )
+            timeout = st.number_input(
+                "Timeout (seconds)",
+                value=kpi.timeout_s if kpi else None,
+                min_value=0.1,
+                key=f"{prefix}_timeout",
+                placeholder="default",
             )
+            spec["timeout_s"] = _number_or_none(timeout)
             ui.field_error(errors, "timeout_s")
         with c2:
             retries = st.number_input(
@@ -390,21 +408,23 @@ def definition_form(prefix: str, kpi: KPI | None, errors: dict[str, str]) -> dic
     return spec
 
 
-def conflict_panel(kpi_id: int, mine: dict[str, Any], prefix: str, base: int) -> None:
-    """Both versions side by side after a conflicting save; nothing is overwritten."""
-    theirs = store.get_kpi(kpi_id)
-    st.error(
-        f"Not saved: {theirs.updated_by} saved version {theirs.version} of this KPI "
-        f"{ui.time_ago(theirs.updated_at)}, after you opened version {base}. "
-        "Nothing was overwritten. Compare below, then load their version and apply your "
-        "change again.",
-        icon=":material/sync_problem:",
-    )
-    ours_spec = theirs.spec().model_dump(mode="json")
-    opened = store.get_kpi(kpi_id, base).spec().model_dump(mode="json")
+def definition_form(prefix: str, kpi: ui.KPI | None, errors: Errors) -> Spec:
+    """Every field of a KPI definition, section by section; returns the spec as a dict."""
+    spec = identity_section(prefix, kpi, errors)
+    spec |= query_section(prefix, kpi, errors)
+    st.markdown("**Parameters**")
+    spec["parameters"] = parameter_rows(prefix, list(kpi.parameters) if kpi else [], errors)
+    test_query_section(prefix, spec)
+    spec |= value_section(prefix, kpi, errors)
+    spec |= target_section(prefix, kpi, errors)
+    spec |= run_settings_section(prefix, kpi, errors)
+    return spec
+
+
+def conflict_rows(mine: Spec, opened: Spec, theirs: Spec, base: int, version: int) -> list[Spec]:
     rows = []
     for field, value in mine.items():
-        mine_text, theirs_text = ui.as_text(value), ui.as_text(ours_spec.get(field))
+        mine_text, theirs_text = ui.as_text(value), ui.as_text(theirs.get(field))
         opened_text = ui.as_text(opened.get(field))
         if mine_text != theirs_text or opened_text != theirs_text:
             rows.append(
@@ -412,9 +432,25 @@ def conflict_panel(kpi_id: int, mine: dict[str, Any], prefix: str, base: int) ->
                     "Field": field,
                     f"Version {base} (you opened)": opened_text,
                     "Your edit": mine_text,
-                    f"Version {theirs.version} (saved)": theirs_text,
+                    f"Version {version} (saved)": theirs_text,
                 }
             )
+    return rows
+
+
+def conflict_panel(kpi_id: int, mine: Spec, prefix: str, base: int) -> None:
+    """Both versions side by side after a conflicting save; nothing is overwritten."""
+    theirs = store.get_kpi(kpi_id)
+    st.error(
+        f"Not saved: {ui.md(theirs.updated_by)} saved version {theirs.version} of this KPI "
+        f"{ui.time_ago(theirs.updated_at)}, after you opened version {base}. "
+        "Nothing was overwritten. Compare below, then load their version and apply your "
+        "change again.",
+        icon=":material/sync_problem:",
+    )
+    theirs_spec = theirs.spec().model_dump(mode="json")
+    opened = store.get_kpi(kpi_id, base).spec().model_dump(mode="json")
+    rows = conflict_rows(mine, opened, theirs_spec, base, theirs.version)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     if st.button(
         f"Load version {theirs.version} (discard my edit)",
@@ -427,26 +463,35 @@ def conflict_panel(kpi_id: int, mine: dict[str, Any], prefix: str, base: int) ->
 
 # -- create ---------------------------------------------------------------------------------
 
-if selected is None:
+
+def create_form() -> None:
     st.subheader("New KPI", divider="gray")
     nonce = st.session_state.setdefault("kp_new_nonce", 0)
     prefix = f"kf_new_{nonce}"
     spec = definition_form(prefix, None, ui.remembered_errors(prefix))
     ui.show_remembered_error(prefix)
-    if st.button("Create KPI", type="primary", icon=":material/add_circle:", key=f"{prefix}_save"):
-        actor = ui.require_actor("create a KPI")
-        if actor:
-            try:
-                kpi = store.create_kpi(spec, actor)
-            except ui.KPIStoreError as error:
-                ui.remember_error(prefix, error)
-                st.rerun()
-            else:
-                ui.forget_error(prefix)
-                st.session_state["kp_new_nonce"] = nonce + 1
-                ui.open_on_rerun("kpi", kpi.id)
-                ui.flash(f"KPI '{kpi.name}' created (version 1).")
-                st.rerun()
+    if not st.button(
+        "Create KPI", type="primary", icon=":material/add_circle:", key=f"{prefix}_save"
+    ):
+        return
+
+    def created(kpi: ui.KPI) -> str:
+        ui.forget_error(prefix)
+        st.session_state["kp_new_nonce"] = nonce + 1
+        ui.open_on_rerun("kpi", kpi.id)
+        return f"KPI '{ui.md(kpi.name)}' created (version 1)."
+
+    def refused(error: ui.KPIStoreError) -> None:
+        ui.remember_error(prefix, error)
+        st.rerun()
+
+    ui.act(
+        "create a KPI", lambda actor: store.create_kpi(spec, actor), done=created, on_error=refused
+    )
+
+
+if selected is None:
+    create_form()
     st.stop()
 
 # -- view and edit ------------------------------------------------------------------------
@@ -457,67 +502,59 @@ if base_key not in st.session_state:
     st.session_state[base_key] = kpi.version
 base = st.session_state[base_key]
 prefix = f"kf_{kpi.id}_v{base}"
+is_archived = kpi.status == ui.KPIStatus.ARCHIVED
+archive_label = "Unarchive" if is_archived else "Archive"
 
 head, actions = st.columns([1, 1], vertical_alignment="center")
 with head:
-    st.subheader(kpi.name)
-    st.caption(
+    st.subheader(ui.md(kpi.name))
+    st.text(
         f"Version {kpi.version} · saved by {kpi.updated_by} {ui.time_ago(kpi.updated_at)} · "
         f"created by {kpi.created_by}"
     )
 with actions:
     row = st.container(horizontal=True, horizontal_alignment="right", vertical_alignment="center")
     with row:
-        ui.kpi_link(kpi.id, "Run", "run", ":material/play_arrow:")
-        ui.kpi_link(kpi.id, "History", "history", ":material/timeline:")
-    archive_label = "Unarchive" if kpi.status == "archived" else "Archive"
+        ui.kpi_link(kpi.id, "Run", ui.Page.RUN, ":material/play_arrow:")
+        ui.kpi_link(kpi.id, "History", ui.Page.HISTORY, ":material/timeline:")
     if row.button(archive_label, key="kp_archive", icon=":material/archive:"):
-        st.session_state["kp_confirm"] = ("archive", kpi.id)
+        ui.ask_to_confirm("kp_confirm", ("archive", kpi.id))
     if row.button("Delete", key="kp_delete", icon=":material/delete:"):
-        st.session_state["kp_confirm"] = ("delete", kpi.id)
+        ui.ask_to_confirm("kp_confirm", ("delete", kpi.id))
 
-confirm = st.session_state.get("kp_confirm")
-if confirm and confirm[1] == kpi.id:
-    what = confirm[0]
+
+def change_status(what: str, actor: str) -> str:
+    """Delete, archive or unarchive the open KPI; returns the message to flash."""
     if what == "delete":
-        st.warning(
-            f"Delete '{kpi.name}' with all its versions and runs? This cannot be undone "
-            "(the audit log keeps a record).",
-            icon=":material/warning:",
+        store.delete_kpi(kpi.id, actor)
+        ui.open_on_rerun("kpi", None)
+        message = f"KPI '{ui.md(kpi.name)}' deleted."
+    elif is_archived:
+        store.unarchive_kpi(kpi.id, actor)
+        message = f"KPI '{ui.md(kpi.name)}' unarchived."
+    else:
+        store.archive_kpi(kpi.id, actor)
+        message = f"KPI '{ui.md(kpi.name)}' archived."
+    st.session_state.pop(base_key, None)
+    return message
+
+
+asked = ui.asking("kp_confirm")
+if asked and asked[1] == kpi.id:
+    what = asked[0]
+    if what == "delete":
+        question = (
+            f"Delete '{ui.md(kpi.name)}' with all its versions and runs? This cannot be undone "
+            "(the audit log keeps a record)."
         )
     else:
-        st.warning(f"{archive_label} '{kpi.name}'?", icon=":material/archive:")
-    yes, no, _ = st.columns([1, 1, 5])
-    if yes.button(
-        f"Yes, {what if what == 'delete' else archive_label.lower()}",
-        type="primary",
-        key="kp_confirm_yes",
-    ):
-        actor = ui.require_actor(f"{what} a KPI")
-        if actor:
-            st.session_state.pop("kp_confirm", None)
-            try:
-                if what == "delete":
-                    store.delete_kpi(kpi.id, actor)
-                elif kpi.status == "archived":
-                    store.unarchive_kpi(kpi.id, actor)
-                else:
-                    store.archive_kpi(kpi.id, actor)
-            except ui.KPIStoreError as error:
-                ui.show_error(error)
-            else:
-                if what == "delete":
-                    ui.open_on_rerun("kpi", None)
-                    ui.flash(f"KPI '{kpi.name}' deleted.")
-                else:
-                    ui.flash(f"KPI '{kpi.name}' {archive_label.lower()}d.")
-                st.session_state.pop(base_key, None)
-                st.rerun()
-    if no.button("Cancel", key="kp_confirm_no"):
-        st.session_state.pop("kp_confirm", None)
-        st.rerun()
+        question = f"{archive_label} '{ui.md(kpi.name)}'?"
+    yes = f"Yes, {what if what == 'delete' else archive_label.lower()}"
+    icon = ":material/warning:" if what == "delete" else ":material/archive:"
+    if ui.confirmed("kp_confirm", asked, question, yes, icon):
+        ui.act(f"{what} a KPI", lambda actor: change_status(what, actor), done=lambda m: m)
 
-if kpi.status == "archived":
+if is_archived:
     st.info(
         "This KPI is archived: it is read-only and hidden from the overview. "
         "Unarchive it to edit or run it.",
@@ -533,7 +570,7 @@ if kpi.status == "archived":
 if base != kpi.version and f"{prefix}_conflict" not in st.session_state:
     st.info(
         f"You are editing version {base}; version {kpi.version} was saved since by "
-        f"{kpi.updated_by}. Saving will show both versions.",
+        f"{ui.md(kpi.updated_by)}. Saving will show both versions.",
         icon=":material/info:",
     )
 
@@ -546,26 +583,33 @@ note = st.text_input(
 )
 ui.show_remembered_error(prefix)
 
+
+def save(actor: str) -> ui.KPI | None:
+    """Save a new version; ``None`` (and the conflict panel) if someone saved first."""
+    try:
+        return store.update_kpi(kpi.id, spec, actor, expected_version=base, note=note)
+    except ui.VersionConflictError:
+        ui.forget_error(prefix)
+        st.session_state[f"{prefix}_conflict"] = True
+        return None
+
+
+def refused(error: ui.KPIStoreError) -> None:
+    ui.remember_error(prefix, error)
+    st.rerun()
+
+
 if st.button("Save new version", type="primary", icon=":material/save:", key=f"{prefix}_save"):
-    actor = ui.require_actor("save changes")
-    if actor:
-        try:
-            saved = store.update_kpi(kpi.id, spec, actor, expected_version=base, note=note)
-        except ui.VersionConflictError:
-            ui.forget_error(prefix)
-            st.session_state[f"{prefix}_conflict"] = True
-        except ui.KPIStoreError as error:
-            ui.remember_error(prefix, error)
-            st.rerun()
+    saved = ui.act("save changes", save, on_error=refused, rerun=None)
+    if saved is not None:
+        ui.forget_error(prefix)
+        st.session_state.pop(f"{prefix}_conflict", None)
+        if saved.version == base:
+            st.info("Nothing changed: no new version was saved.")
         else:
-            ui.forget_error(prefix)
-            st.session_state.pop(f"{prefix}_conflict", None)
-            if saved.version == base:
-                st.info("Nothing changed: no new version was saved.")
-            else:
-                st.session_state[base_key] = saved.version
-                ui.flash(f"Saved version {saved.version} of '{saved.name}'.")
-                st.rerun()
+            st.session_state[base_key] = saved.version
+            ui.flash(f"Saved version {saved.version} of '{ui.md(saved.name)}'.")
+            st.rerun()
 
 if st.session_state.get(f"{prefix}_conflict"):
     conflict_panel(kpi.id, spec, prefix, base)

@@ -13,7 +13,7 @@ store = ui.get_store()
 st.title("Overview")
 ui.show_flash()
 
-kpis = []
+kpis: list[ui.KPI] = []
 with ui.friendly_errors():
     kpis = store.list_kpis()
 
@@ -25,18 +25,16 @@ if not kpis:
     )
     c1, c2, _ = st.columns([1, 1, 3])
     with c1:
-        st.page_link(ui.PAGES["kpis"], label="Create a KPI", icon=":material/add_circle:")
+        ui.link(ui.Page.KPIS, "Create a KPI", ":material/add_circle:")
     if c2.button("Load the demo", icon=":material/storefront:", key="ov_demo"):
-        actor = ui.require_actor("load the demo")
-        if actor:
-            try:
-                with st.spinner("Building the demo warehouse…"):
-                    added = store.install_demo(actor=actor)
-            except ui.KPIStoreError as error:
-                ui.show_error(error)
-            else:
-                ui.flash(f'Demo loaded: {len(added)} sample KPIs. Press "Run all" to compute them.')
-                st.rerun()
+        ui.act(
+            "load the demo",
+            lambda actor: store.install_demo(actor=actor),
+            spinner="Building the demo warehouse…",
+            done=lambda added: (
+                f'Demo loaded: {len(added)} sample KPIs. Press "Run all" to compute them.'
+            ),
+        )
     st.stop()
 
 # -- filters and run all --------------------------------------------------------------------
@@ -61,18 +59,21 @@ run_all = c3.button(
     disabled=not shown,
     help="Queue every KPI shown, with its default parameters, in the background.",
 )
+
+
+def queued_all(batch: ui.BatchResult) -> str:
+    st.session_state["ov_batch"] = batch.batch_id
+    for refusal in batch.errors:
+        ui.flash(f"KPI #{refusal.kpi_id} was not queued: {ui.md(refusal.message)}", "warning")
+    return ""
+
+
 if run_all:
-    actor = ui.require_actor("run KPIs")
-    if actor:
-        try:
-            batch = store.submit_batch([k.id for k in shown], actor=actor)
-        except ui.KPIStoreError as error:
-            ui.show_error(error)
-        else:
-            st.session_state["ov_batch"] = batch.batch_id
-            for refusal in batch.errors:
-                ui.flash(f"KPI #{refusal.kpi_id} was not queued: {refusal.message}", "warning")
-            st.rerun()
+    ui.act(
+        "run KPIs",
+        lambda actor: store.submit_batch([k.id for k in shown], actor=actor),
+        done=queued_all,
+    )
 
 batch_id = st.session_state.get("ov_batch")
 
@@ -81,13 +82,12 @@ batch_id = st.session_state.get("ov_batch")
 def batch_progress() -> None:
     if not batch_id:
         return
-    runs = store.executions(batch_id=batch_id, limit=None)
-    done = [r for r in runs if r.finished]
-    ok = sum(r.status == "success" for r in done)
-    if len(done) < len(runs):
+    progress = store.batch_progress(batch_id)
+    finished, ok = len(progress.finished), progress.succeeded
+    if not progress.done:
         st.progress(
-            len(done) / max(1, len(runs)),
-            text=f"Running {len(runs)} KPIs in the background: {len(done)} finished, "
+            progress.share_done,
+            text=f"Running {progress.total} KPIs in the background: {finished} finished, "
             f"{ok} succeeded",
         )
         if not ui.worker_running():
@@ -96,15 +96,15 @@ def batch_progress() -> None:
                 "`python -m kpi_store worker`.]"
             )
         st.session_state["ov_batch_live"] = True
-    else:
-        failed = len(done) - ok
-        message = f"Run all finished: {ok} of {len(runs)} succeeded"
-        (st.success if not failed else st.warning)(
-            message + (f", {failed} failed (see the Run page)." if failed else "."),
-            icon=":material/task_alt:",
-        )
-        if st.session_state.pop("ov_batch_live", False):
-            st.rerun(scope="app")  # refresh the cards once with the new values
+        return
+    failed = len(progress.failed)
+    message = f"Run all finished: {ok} of {progress.total} succeeded"
+    (st.success if not failed else st.warning)(
+        message + (f", {failed} failed (see the Run page)." if failed else "."),
+        icon=":material/task_alt:",
+    )
+    if st.session_state.pop("ov_batch_live", False):
+        st.rerun(scope="app")  # refresh the cards once with the new values
 
 
 batch_progress()
@@ -115,23 +115,15 @@ if not shown:
     st.info("No KPI matches these filters.", icon=":material/filter_alt_off:")
     st.stop()
 
-recent = {}
+recent: dict[int, list[ui.Execution]] = {}
 with ui.friendly_errors():
     recent = store.latest_runs([k.id for k in shown], per_kpi=20)
 
-counts = {"green": 0, "amber": 0, "red": 0, None: 0}
-never = 0
-for k in shown:
-    latest = next((r for r in recent.get(k.id, []) if r.status == "success"), None)
-    if latest is None:
-        never += 1
-    counts[k.rag_status(latest.value if latest else None)] += 1
-
+counts = store.rag_counts(shown, recent)
 s = st.columns(4)
-s[0].metric("On target", counts["green"], border=True)
-s[1].metric("Near target", counts["amber"], border=True)
-s[2].metric("Off target", counts["red"], border=True)
-s[3].metric("Not run yet", never, border=True)
+for column, rag in zip(s, ui.RAG, strict=False):
+    column.metric(ui.rag_label(rag), counts[rag], border=True)
+s[3].metric("Not run yet", counts.never_run, border=True)
 
 per_row = 3
 for start in range(0, len(shown), per_row):

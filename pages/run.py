@@ -9,7 +9,6 @@ import pandas as pd
 import streamlit as st
 
 import kpi_ui as ui
-from kpi_store import Execution, ParameterSpec
 
 store = ui.get_store()
 
@@ -20,15 +19,24 @@ st.caption(
 )
 ui.show_flash()
 
-kpis = []
+kpis: list[ui.KPI] = []
 with ui.friendly_errors():
     kpis = store.list_kpis()
 by_id = {k.id: k for k in kpis}
 
 if not kpis:
     st.info("There are no active KPIs to run yet.", icon=":material/lightbulb:")
-    st.page_link(ui.PAGES["kpis"], label="Create a KPI", icon=":material/add_circle:")
+    ui.link(ui.Page.KPIS, "Create a KPI", ":material/add_circle:")
     st.stop()
+
+
+def kpi_name(kpi_id: int) -> str:
+    return by_id[kpi_id].name if kpi_id in by_id else f"KPI #{kpi_id}"
+
+
+def kpi_unit(kpi_id: int) -> str:
+    return by_id[kpi_id].unit if kpi_id in by_id else ""
+
 
 # -- choose and parametrise -------------------------------------------------------------
 
@@ -43,9 +51,9 @@ chosen: list[int] = st.multiselect(
 ui.set_query_param("kpi", chosen[0] if len(chosen) == 1 else None)
 
 
-def shared_parameters(ids: list[int]) -> list[ParameterSpec]:
+def shared_parameters(ids: list[int]) -> list[ui.ParameterSpec]:
     """Each parameter name once, as the first chosen KPI that declares it defines it."""
-    seen: dict[str, ParameterSpec] = {}
+    seen: dict[str, ui.ParameterSpec] = {}
     for kpi_id in ids:
         for param in by_id[kpi_id].parameters:
             seen.setdefault(param.name, param)
@@ -70,140 +78,142 @@ run_bg = buttons.button(
     "Run in background", icon=":material/schedule_send:", disabled=not chosen, key="rn_bg"
 )
 
+
+def remember_batch(batch: ui.BatchResult, now: bool) -> None:
+    started = {x.kpi_id for x in batch.executions}
+    refused = [e for e in batch.errors if not now or e.kpi_id not in started]
+    st.session_state["rn_last"] = {
+        "batch": batch.batch_id,
+        "refused": [e.model_dump() for e in refused],
+    }
+
+
+def request_runs(actor: str) -> str:
+    """Run or queue the chosen KPIs; returns the message to flash (or "")."""
+    if run_now and len(chosen) == 1:
+        execution = store.execute(chosen[0], params, actor=actor)
+        st.session_state["rn_last"] = {"runs": [execution.id]}
+        return ""
+    if run_now:
+        remember_batch(store.execute_batch(chosen, params, actor=actor), now=True)
+        return ""
+    if len(chosen) == 1:
+        execution = store.submit(chosen[0], params, actor=actor)
+        st.session_state["rn_last"] = {"runs": [execution.id]}
+        return f"Queued run #{execution.id} of {ui.md(kpi_name(chosen[0]))}."
+    batch = store.submit_batch(chosen, params, actor=actor)
+    remember_batch(batch, now=False)
+    return f"Queued {batch.successful} of {batch.total} KPIs."
+
+
+def refused(error: ui.KPIStoreError) -> None:
+    """Keep the message and field errors, and show them under the form's widgets."""
+    ui.remember_error("rn", error)
+    st.rerun()
+
+
 if run_now or run_bg:
-    actor = ui.require_actor("run KPIs")
-    if actor:
-        ui.forget_error("rn")
-        try:
-            if run_now and len(chosen) == 1:
-                name = by_id[chosen[0]].name
-                with st.spinner(f"Running {name}…"):
-                    execution = store.execute(chosen[0], params, actor=actor)
-                st.session_state["rn_last"] = {"runs": [execution.id]}
-            elif run_now:
-                with st.spinner(f"Running {len(chosen)} KPIs…"):
-                    batch = store.execute_batch(chosen, params, actor=actor)
-                st.session_state["rn_last"] = {
-                    "batch": batch.batch_id,
-                    "refused": [
-                        e.model_dump()
-                        for e in batch.errors
-                        if e.kpi_id not in {x.kpi_id for x in batch.executions}
-                    ],
-                }
-            elif len(chosen) == 1:
-                execution = store.submit(chosen[0], params, actor=actor)
-                st.session_state["rn_last"] = {"runs": [execution.id]}
-                ui.flash(f"Queued run #{execution.id} of {by_id[chosen[0]].name}.", "info")
-            else:
-                batch = store.submit_batch(chosen, params, actor=actor)
-                st.session_state["rn_last"] = {
-                    "batch": batch.batch_id,
-                    "refused": [e.model_dump() for e in batch.errors],
-                }
-                ui.flash(f"Queued {batch.successful} of {batch.total} KPIs.", "info")
-        except ui.KPIStoreError as error:
-            ui.remember_error("rn", error)
-        st.rerun()
+    ui.forget_error("rn")
+    one = len(chosen) == 1
+    waiting = f"Running {ui.md(kpi_name(chosen[0]))}…" if one else f"Running {len(chosen)} KPIs…"
+    ui.act(
+        "run KPIs",
+        request_runs,
+        done=lambda message: message,
+        kind="info",
+        spinner=waiting if run_now else None,
+        on_error=refused,
+    )
 
 ui.show_remembered_error("rn")
 
 # -- outcome of the last request ----------------------------------------------------------
 
 
-def run_summary(execution: Execution) -> None:
+def run_summary(execution: ui.Execution) -> None:
     kpi = by_id.get(execution.kpi_id)
-    name = kpi.name if kpi else f"KPI #{execution.kpi_id}"
-    unit = kpi.unit if kpi else ""
+    unit = kpi_unit(execution.kpi_id)
     with st.container(border=True):
         head, badge = st.columns([4, 1], vertical_alignment="center")
-        head.markdown(f"**{name}** · run #{execution.id} · {ui.format_params(execution.params)}")
+        head.markdown(
+            f"**{ui.md(kpi_name(execution.kpi_id))}** · run #{execution.id} · "
+            f"{ui.md(ui.format_params(execution.params))}"
+        )
         with badge:
             ui.status_badge(execution.status)
-        if execution.status == "success":
+        if execution.status == ui.RunStatus.SUCCESS:
             m = st.columns(4)
             m[0].metric("Value", ui.format_value(execution.value, unit))
             m[1].metric("Rows", ui.format_number(execution.row_count))
             m[2].metric("Duration", ui.format_duration(execution.execution_time_ms))
             m[3].metric("Attempts", execution.attempts)
             if kpi is not None:
-                rag = kpi.rag_status(execution.value)
                 target = ui.format_value(kpi.target, unit) if kpi.target is not None else "none"
-                label = ui.RAG_STYLE[rag][0] if rag else "No target"
-                st.caption(f"Target {target} · {label}")
+                st.text(f"Target {target} · {ui.rag_label(kpi.rag_status(execution.value))}")
             ui.run_link(execution.id)
         elif execution.finished:
-            st.error(execution.error or f"The run ended as {execution.status}.")
+            st.error(ui.md(execution.error or f"The run ended as {execution.status}."))
         else:
             st.caption("Waiting for the background worker… see the monitor below.")
 
 
-def batch_outcome(batch_id: str, refused: list[dict[str, Any]], key: str) -> None:
-    """Each KPI's outcome in a batch; "re-run the failed ones" once everything finished."""
-    runs = store.executions(batch_id=batch_id, limit=None)
-    finished = [r for r in runs if r.finished]
-    ok = sum(r.status == "success" for r in runs)
-    failed = [r for r in finished if r.status != "success"]
-    total = len(runs) + len(refused)
-    st.markdown(f"**Batch `{batch_id[:8]}`** · {total} KPI(s)")
-    st.progress(
-        len(finished) / max(1, len(runs)),
-        text=f"{len(finished)} of {len(runs)} finished · {ok} succeeded · "
-        f"{len(failed) + len(refused)} failed",
-    )
+def outcome_rows(progress: Any, refused: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = [
         {
-            "KPI": by_id[r.kpi_id].name if r.kpi_id in by_id else f"#{r.kpi_id}",
+            "KPI": kpi_name(r.kpi_id),
             "Status": ui.status_label(r.status),
-            "Value": ui.format_value(r.value, by_id[r.kpi_id].unit if r.kpi_id in by_id else ""),
+            "Value": ui.format_value(r.value, kpi_unit(r.kpi_id)),
             "Rows": r.row_count,
             "Duration": ui.format_duration(r.execution_time_ms),
-            "Run": f"drilldown?execution={r.id}",
+            "Run": ui.run_url(r.id),
             "Message": r.error or "",
         }
-        for r in sorted(runs, key=lambda r: r.id)
+        for r in progress.runs
     ]
-    rows += [
+    return rows + [
         {
-            "KPI": by_id[e["kpi_id"]].name if e["kpi_id"] in by_id else f"#{e['kpi_id']}",
+            "KPI": kpi_name(e["kpi_id"]),
             "Status": "Refused",
-            "Value": "—",
+            "Value": ui.MISSING,
             "Rows": None,
-            "Duration": "—",
+            "Duration": ui.MISSING,
             "Run": None,
             "Message": e["message"],
         }
         for e in refused
     ]
+
+
+def batch_outcome(batch_id: str, refused: list[dict[str, Any]], key: str) -> None:
+    """Each KPI's outcome in a batch; "re-run the failed ones" once everything finished."""
+    progress = store.batch_progress(batch_id)
+    failed = progress.failed
+    st.markdown(f"**Batch `{batch_id[:8]}`** · {progress.total + len(refused)} KPI(s)")
+    st.progress(
+        progress.share_done,
+        text=f"{len(progress.finished)} of {progress.total} finished · "
+        f"{progress.succeeded} succeeded · {len(failed) + len(refused)} failed",
+    )
     st.dataframe(
-        pd.DataFrame(rows),
+        pd.DataFrame(outcome_rows(progress, refused)),
         hide_index=True,
         width="stretch",
         column_config={"Run": st.column_config.LinkColumn("Drill-down", display_text="Open")},
     )
-    if (
-        failed
-        and len(finished) == len(runs)
-        and st.button(
-            f"Re-run the {len(failed)} failed one(s)", icon=":material/replay:", key=f"{key}_rerun"
+    label = f"Re-run the {len(failed)} failed one(s)"
+    if failed and progress.done and st.button(label, icon=":material/replay:", key=f"{key}_rerun"):
+        rerun = store.failed_rerun(batch_id)
+
+        def queued_again(batch: ui.BatchResult) -> str:
+            remember_batch(batch, now=False)
+            return f"Queued {batch.successful} failed KPI(s) again."
+
+        ui.act(
+            "run KPIs",
+            lambda actor: store.submit_batch(rerun.kpi_ids, dict(rerun.params), actor=actor),
+            done=queued_again,
+            kind="info",
         )
-    ):
-        actor = ui.require_actor("run KPIs")
-        if actor:
-            merged: dict[str, Any] = {}
-            for run in failed:
-                merged.update(run.params)
-            try:
-                batch = store.submit_batch([r.kpi_id for r in failed], merged, actor=actor)
-            except ui.KPIStoreError as error:
-                ui.show_error(error)
-            else:
-                st.session_state["rn_last"] = {
-                    "batch": batch.batch_id,
-                    "refused": [e.model_dump() for e in batch.errors],
-                }
-                ui.flash(f"Queued {batch.successful} failed KPI(s) again.", "info")
-                st.rerun(scope="app")
 
 
 last = st.session_state.get("rn_last")
@@ -216,8 +226,8 @@ def last_request() -> None:
     st.subheader("Result", divider="gray")
     with ui.friendly_errors():
         if "runs" in last:
-            for execution_id in last["runs"]:
-                run_summary(store.execution(execution_id))
+            for execution in store.runs(last["runs"]):
+                run_summary(execution)
         else:
             batch_outcome(last["batch"], last.get("refused", []), "rn_batch")
 
@@ -227,92 +237,83 @@ last_request()
 # -- live job monitor -----------------------------------------------------------------------
 
 
-def expected_rows(kpi_id: int) -> int | None:
-    previous = store.executions(kpi_id=kpi_id, status="success", limit=1)
-    return previous[0].row_count if previous and previous[0].row_count else None
+def job_progress(job: ui.Execution, expected: int | None) -> None:
+    if job.status == ui.RunStatus.PENDING:
+        st.progress(0, text=f"Queued {ui.time_ago(job.created_at)}")
+        return
+    elapsed = (ui.run_duration_ms(job) or 0) / 1_000
+    if expected:
+        st.progress(
+            min(job.rows_read / expected, 0.99),
+            text=f"{job.rows_read:,} of ~{expected:,} rows · {elapsed:.0f} s",
+        )
+    else:
+        st.progress(
+            min(elapsed / max(job.timeout_s, 1), 0.99),
+            text=f"{job.rows_read:,} rows · {elapsed:.0f} s of {job.timeout_s:.0f} s limit",
+        )
+
+
+def job_row(job: ui.Execution, expected: int | None) -> None:
+    with st.container(border=True):
+        c = st.columns([3, 1, 3, 1, 1.2], vertical_alignment="center")
+        c[0].markdown(f"**{ui.md(kpi_name(job.kpi_id))}** · #{job.id}")
+        params = f" · {ui.format_params(job.params)}" if job.params else ""
+        c[0].text(f"by {job.requested_by}{params}")
+        with c[1]:
+            ui.status_badge(job.status)
+        with c[2]:
+            job_progress(job, expected)
+        c[3].caption(f"Attempt {max(job.attempts, 1)} of {job.max_retries + 1}")
+        if job.cancel_requested:
+            c[4].caption("Cancelling…")
+        elif c[4].button("Cancel", key=f"rn_cancel_{job.id}", icon=":material/stop_circle:"):
+            ui.act("cancel a run", lambda actor: store.cancel(job.id, actor))
+
+
+def recent_table(recent: tuple[ui.Execution, ...]) -> None:
+    st.markdown("**Recently finished**")
+    rows = [
+        {
+            "Run": r.id,
+            "KPI": kpi_name(r.kpi_id),
+            "Status": ui.status_label(r.status),
+            "Value": ui.format_value(r.value, kpi_unit(r.kpi_id)),
+            "Duration": ui.format_duration(r.execution_time_ms),
+            "Attempts": r.attempts,
+            "By": r.requested_by,
+            "Finished": ui.time_ago(r.finished_at),
+            "Open": ui.run_url(r.id),
+        }
+        for r in recent
+    ]
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        column_config={"Open": st.column_config.LinkColumn("Drill-down", display_text="Open")},
+    )
 
 
 @st.fragment(run_every=dt.timedelta(seconds=2))
 def job_monitor() -> None:
     st.subheader("Job monitor", divider="gray")
-    active: list[Execution] = []
+    board = None
     with ui.friendly_errors():
-        active = store.executions(status="running", limit=50) + store.executions(
-            status="pending", limit=50
-        )
-    if not active:
+        board = store.job_board()  # one read, however many jobs run
+    if board is None:
+        return
+    if not board.active:
         st.caption(":material/check: No runs queued or in progress.")
-    if active and not ui.worker_running():
+    elif not ui.worker_running():
         st.caption(
             ":orange[:material/warning: No background worker runs in this app; queued runs "
             "wait for a worker started with `python -m kpi_store worker`.]"
         )
-    for job in active:
-        kpi = by_id.get(job.kpi_id)
-        with st.container(border=True):
-            c = st.columns([3, 1, 3, 1, 1.2], vertical_alignment="center")
-            c[0].markdown(f"**{kpi.name if kpi else f'KPI #{job.kpi_id}'}** · #{job.id}")
-            c[0].caption(
-                f"by {job.requested_by}"
-                + (f" · {ui.format_params(job.params)}" if job.params else "")
-            )
-            with c[1]:
-                ui.status_badge(job.status)
-            with c[2]:
-                if job.status == "pending":
-                    st.progress(0, text=f"Queued {ui.time_ago(job.created_at)}")
-                else:
-                    elapsed = (ui.run_duration_ms(job) or 0) / 1_000
-                    expected = expected_rows(job.kpi_id)
-                    if expected:
-                        st.progress(
-                            min(job.rows_read / expected, 0.99),
-                            text=f"{job.rows_read:,} of ~{expected:,} rows · {elapsed:.0f} s",
-                        )
-                    else:
-                        st.progress(
-                            min(elapsed / max(job.timeout_s, 1), 0.99),
-                            text=f"{job.rows_read:,} rows · {elapsed:.0f} s of "
-                            f"{job.timeout_s:.0f} s limit",
-                        )
-            c[3].caption(f"Attempt {max(job.attempts, 1)} of {job.max_retries + 1}")
-            if job.cancel_requested:
-                c[4].caption("Cancelling…")
-            elif c[4].button("Cancel", key=f"rn_cancel_{job.id}", icon=":material/stop_circle:"):
-                actor = ui.require_actor("cancel a run")
-                if actor:
-                    with ui.friendly_errors():
-                        store.cancel(job.id, actor)
-                        st.rerun()
-
-    recent: list[Execution] = []
-    with ui.friendly_errors():
-        recent = [r for r in store.executions(limit=15) if r.finished][:10]
-    if recent:
-        st.markdown("**Recently finished**")
-        st.dataframe(
-            pd.DataFrame(
-                [
-                    {
-                        "Run": r.id,
-                        "KPI": by_id[r.kpi_id].name if r.kpi_id in by_id else f"#{r.kpi_id}",
-                        "Status": ui.status_label(r.status),
-                        "Value": ui.format_value(
-                            r.value, by_id[r.kpi_id].unit if r.kpi_id in by_id else ""
-                        ),
-                        "Duration": ui.format_duration(r.execution_time_ms),
-                        "Attempts": r.attempts,
-                        "By": r.requested_by,
-                        "Finished": ui.time_ago(r.finished_at),
-                        "Open": f"drilldown?execution={r.id}",
-                    }
-                    for r in recent
-                ]
-            ),
-            hide_index=True,
-            width="stretch",
-            column_config={"Open": st.column_config.LinkColumn("Drill-down", display_text="Open")},
-        )
+    for job in board.active:
+        job_row(job, board.expected(job))
+    if board.recent:
+        recent_table(board.recent)
 
 
 job_monitor()

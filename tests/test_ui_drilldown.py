@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import pytest
 from ui_helpers import *
@@ -77,8 +78,70 @@ def test_the_grid_gets_one_page_of_rows(demo_store, detail_run):
     assert shown.iloc[0]["line_id"] == demo_store.result_page(detail_run.id, 2, 50).rows[0][0]
 
 
+def fetch(store, path: str) -> tuple[int, dict[str, str], bytes, int]:
+    """GET ``path`` from the app's download routes over ``store`` (by default the app's
+    own, as ``dashboard.py`` wires them): (status, headers, body, number of body chunks)."""
+    import asyncio
+
+    from starlette.applications import Starlette
+
+    app = Starlette(routes=kpi_ui.download_routes(lambda: store or kpi_ui.process_store()))
+    target, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": target,
+        "raw_path": target.encode(),
+        "query_string": query.encode(),
+        "headers": [],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1234),
+        "root_path": "",
+    }
+    sent: list[dict] = []
+
+    async def call() -> None:
+        finished = asyncio.Event()
+        requests = iter([{"type": "http.request", "body": b"", "more_body": False}])
+
+        async def receive():
+            request = next(requests, None)
+            if request is None:  # the client stays until the response ends
+                await finished.wait()
+                return {"type": "http.disconnect"}
+            return request
+
+        async def send(message):
+            sent.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                finished.set()
+
+        await app(scope, receive, send)
+
+    asyncio.run(call())
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    chunks = [m["body"] for m in sent if m["type"] == "http.response.body" and m.get("body")]
+    return start["status"], headers, b"".join(chunks), len(chunks)
+
+
+def export_href(at) -> str:
+    [link] = [m for m in texts(at.markdown) if 'class="kpi-download"' in m]
+    return re.search(r'href="([^"]+)"', link).group(1).replace("&amp;", "&")
+
+
 def test_download_of_every_row_matches_the_store(demo_store, detail_run):
-    data = kpi_ui.export_bytes(demo_store, detail_run.id, "analyst")
+    at = open_app("drilldown", query={"execution": detail_run.id})
+    href = export_href(at)
+    assert re.fullmatch(r"/export/[A-Za-z0-9_-]{20,}\.csv\?name=order-line-detail", href)
+    assert demo_store.audit_log(action="EXPORT") == []  # a link exports nothing yet
+
+    status, headers, data, chunks = fetch(None, href)  # the server's store issued the link
+
+    assert status == 200 and headers["content-type"].startswith("text/csv")
+    assert f'filename="order-line-detail-run-{detail_run.id}.csv"' in headers["content-disposition"]
     rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
     assert rows[0] == [c.name for c in detail_run.columns]
     assert len(rows) - 1 == detail_run.row_count
@@ -88,7 +151,30 @@ def test_download_of_every_row_matches_the_store(demo_store, detail_run):
         for row in demo_store.result_page(detail_run.id, page, 1000).rows
     ]
     assert [r[0] for r in rows[1:]] == [str(r[0]) for r in stored]
+    [entry] = demo_store.audit_log(action="EXPORT")
+    assert entry.actor == ACTOR and entry.details["rows"] == detail_run.row_count
+    # The link works once.
+    assert fetch(None, href)[0] == 410
+    assert len(demo_store.audit_log(action="EXPORT")) == 1
+
+
+def test_the_full_export_streams_in_chunks(demo_store, detail_run, monkeypatch):
+    from kpi_store import results
+
+    monkeypatch.setattr(results, "EXPORT_CHUNK_ROWS", 100)
+    grant = demo_store.export_link(detail_run.id, "analyst", excel=True)
+    status, _, data, chunks = fetch(demo_store, kpi_ui.export_url(grant.token))
+    assert status == 200 and data.startswith(b"\xef\xbb\xbf")
+    assert chunks == -(-detail_run.row_count // 100)  # never the whole file at once
+    assert len(data.decode("utf-8-sig").splitlines()) == detail_run.row_count + 1
     assert demo_store.audit_log(action="EXPORT")[0].actor == "analyst"
+
+
+def test_an_unknown_or_expired_link_is_a_plain_message(demo_store, detail_run):
+    status, headers, body, _ = fetch(demo_store, "/export/not-a-token.csv")
+    assert status == 410 and headers["content-type"].startswith("text/plain")
+    assert b"expired or was used already" in body and b"Traceback" not in body
+    assert demo_store.audit_log(action="EXPORT") == []
 
 
 def test_download_buttons_need_a_name_every_export_is_audited(demo_store, detail_run):

@@ -51,7 +51,29 @@ def test_run_now_shows_the_result_and_a_drilldown_link(demo_store):
     assert any(label == f"Open run #{run.id} in the drill-down" for label, _ in links)
 
 
-def test_bad_parameter_value_is_a_message(demo_store):
+def test_bad_parameter_value_is_a_message(app_store, sales_db):
+    # A required parameter (no default) left empty: the store refuses the run with a
+    # message, shown above and next to the field; nothing runs, no traceback.
+    app_store.add_data_source("src", sqlite_url(sales_db), "setup")
+    spec = clean_kpi_spec(parameters=[{"name": "since", "type": "date"}])
+    kpi = app_store.create_kpi(spec, "setup")
+    at = open_app("run", query={"kpi": kpi.id})
+    assert at.date_input(key="rn_param_since_date").value is None
+    at.button(key="rn_now").click().run()
+    no_exception(at)
+    assert any("a value for 'since' is required" in e for e in texts(at.error))
+    assert any(":red[" in m and "is required" in m for m in texts(at.markdown))
+    assert app_store.executions() == []
+    # Given a value, the same KPI runs and the message is gone.
+    at.date_input(key="rn_param_since_date").set_value(dt.date(2025, 1, 3))
+    at.button(key="rn_now").click().run()
+    no_exception(at)
+    [run] = app_store.executions(kpi_id=kpi.id)
+    assert run.status == "success" and run.params == {"since": "2025-01-03"}
+    assert not any("is required" in e for e in texts(at.error))
+
+
+def test_an_empty_optional_parameter_takes_its_default(demo_store):
     orders = kpi_named(demo_store, "Orders")
     at = open_app("run", query={"kpi": orders.id})
     at.date_input(key="rn_param_start_date_date").set_value(None)
@@ -59,7 +81,9 @@ def test_bad_parameter_value_is_a_message(demo_store):
     at.button(key="rn_now").click().run()
     no_exception(at)
     # The store fills the missing start date with its default; nothing fails.
-    assert demo_store.executions(kpi_id=orders.id)[0].params["start_date"] == "2025-01-01"
+    [run] = demo_store.executions(kpi_id=orders.id)
+    assert run.status == "success"
+    assert run.params["start_date"] == "2025-01-01" and run.params["end_date"] == "2025-03-01"
 
 
 def test_failed_run_shows_its_error(app_store, sales_db):

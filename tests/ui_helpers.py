@@ -52,6 +52,7 @@ def _clean_caches() -> None:
 
     kpi_ui._worker_for.clear()
     kpi_ui._store_for.clear()
+    kpi_ui.app._OPEN_STORES.clear()
     st.cache_resource.clear()
     st.cache_data.clear()
 

@@ -1,0 +1,118 @@
+"""Shared UI code of the KPI Desk pages; pages import from here only.
+
+Split by concern: ``app`` (store and worker per process, navigation, identity),
+``links`` (every link between pages), ``messages`` (flashes, friendly errors, ``md``),
+``actions`` (act for a person, confirm, deferred downloads), ``widgets`` (badges, KPI
+card, parameter form, facts, result grid), ``charts``, ``look`` (logo, CSS, status
+styles) and ``downloads`` (the streaming CSV route and its link). Formatting is shared
+with the CLI in ``kpi_store.formats``.
+"""
+
+from kpi_store import (
+    KPI,
+    RAG,
+    Aggregation,
+    AuditAction,
+    BatchResult,
+    DataSource,
+    Direction,
+    Execution,
+    KPIStatus,
+    KPIStore,
+    KPIStoreError,
+    KPIVersion,
+    ParameterSpec,
+    ParamType,
+    RunMode,
+    RunStatus,
+    VersionConflictError,
+)
+from kpi_store.formats import (
+    MISSING,
+    as_text,
+    format_change,
+    format_duration,
+    format_number,
+    format_params,
+    format_time,
+    format_value,
+    run_duration_ms,
+    time_ago,
+)
+
+from .actions import act, ask_to_confirm, asking, confirmed, deferred
+from .app import (
+    ACTOR_KEY,
+    _store_for,
+    _worker_for,
+    current_actor,
+    embedded_worker_enabled,
+    ensure_app_navigation,
+    get_store,
+    identity_sidebar,
+    navigation,
+    process_store,
+    require_actor,
+    store_url,
+    worker_running,
+)
+from .charts import events_chart, runs_chart, runs_frame, time_format
+from .downloads import download_routes, export_url, file_stem, full_export_link
+from .links import (
+    PAGES,
+    Page,
+    follow_query_param,
+    kpi_link,
+    link,
+    open_on_rerun,
+    page_url,
+    query_int,
+    run_link,
+    run_url,
+    set_query_param,
+    switch_to,
+)
+from .look import ICON_SVG, LOGO_SVG, RAG_STYLE, STATUS_STYLE, page_style, rag_label, status_label
+from .messages import (
+    field_error,
+    field_errors,
+    flash,
+    forget_error,
+    friendly_errors,
+    md,
+    remember_error,
+    remembered_errors,
+    show_error,
+    show_flash,
+    show_remembered_error,
+)
+from .widgets import (
+    facts_grid,
+    grid_frame,
+    kpi_card,
+    kpi_label,
+    parameter_form,
+    rag_badge,
+    result_grid,
+    status_badge,
+)
+
+__all__ = [
+    "ACTOR_KEY", "ICON_SVG", "KPI", "LOGO_SVG", "MISSING", "PAGES", "RAG", "RAG_STYLE",
+    "STATUS_STYLE", "Aggregation", "AuditAction", "BatchResult", "DataSource", "Direction",
+    "Execution", "KPIStatus", "KPIStore", "KPIStoreError", "KPIVersion", "Page",
+    "ParamType", "ParameterSpec", "RunMode", "RunStatus", "VersionConflictError",
+    "_store_for", "_worker_for", "act", "as_text", "ask_to_confirm", "asking", "confirmed",
+    "current_actor", "deferred", "download_routes", "embedded_worker_enabled",
+    "ensure_app_navigation", "events_chart", "export_url", "facts_grid", "field_error",
+    "field_errors", "file_stem", "flash", "follow_query_param", "forget_error",
+    "format_change", "format_duration", "format_number", "format_params", "format_time",
+    "format_value", "friendly_errors", "full_export_link", "get_store", "grid_frame",
+    "identity_sidebar", "kpi_card", "kpi_label", "kpi_link", "link", "md", "navigation",
+    "open_on_rerun", "page_style", "page_url", "parameter_form", "process_store",
+    "query_int", "rag_badge", "rag_label", "remember_error", "remembered_errors",
+    "require_actor", "result_grid", "run_duration_ms", "run_link", "run_url", "runs_chart",
+    "runs_frame", "set_query_param", "show_error", "show_flash", "show_remembered_error",
+    "status_badge", "status_label", "store_url", "switch_to", "time_ago", "time_format",
+    "worker_running",
+]  # fmt: skip

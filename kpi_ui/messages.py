@@ -1,0 +1,95 @@
+"""Messages: flashes that survive a rerun, store errors as friendly text, field errors,
+and :func:`md`, which makes user text safe to put inside a Markdown message."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import streamlit as st
+
+from kpi_store import KPIStoreError, VersionConflictError
+
+FlashKind = Literal["success", "info", "warning", "error"]
+
+# Characters that start Markdown, LaTeX, HTML or Streamlit directives (":red[", ":smile:").
+_ALWAYS = re.compile(r"([\\`*\[\]<>$~|#{}:&])")
+_LINE_START = re.compile(r"^(\s*)([-+=>]|\d+[.)])", re.MULTILINE)
+_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def md(text: object) -> str:
+    """User text made inert inside Markdown: it shows exactly as typed.
+
+    Backslash-escapes what could format, link, colour or run LaTeX; letters, digits,
+    spaces, quotes and underscores inside words (``budget_2025``) are left as they are.
+    """
+    escaped = _ALWAYS.sub(r"\\\1", str(text))
+    escaped = _UNDERSCORE.sub(r"\\_", escaped)
+    return _LINE_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", escaped)
+
+
+def flash(message: str, kind: FlashKind = "success") -> None:
+    """A message shown once at the top of the next run (survives ``st.rerun``).
+
+    ``message`` is Markdown: pass user text through :func:`md`.
+    """
+    st.session_state.setdefault("_flash", []).append((kind, message))
+
+
+def show_flash() -> None:
+    for kind, message in st.session_state.pop("_flash", []):
+        getattr(st, kind)(message)
+
+
+def show_error(error: Exception) -> None:
+    """A store error as a friendly message: the text written for the user, no traceback."""
+    icon = ":material/sync_problem:" if isinstance(error, VersionConflictError) else None
+    st.error(md(error), icon=icon or ":material/error:")
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Show any ``KPIStoreError`` raised in the block as a message and carry on."""
+    try:
+        yield
+    except KPIStoreError as error:
+        show_error(error)
+
+
+def field_errors(error: Exception | None) -> dict[str, str]:
+    return dict(getattr(error, "field_errors", {}) or {})
+
+
+def remember_error(slot: str, error: Exception) -> None:
+    """Keep a failed save's message and field errors for the next run of the form."""
+    st.session_state[f"{slot}_errors"] = field_errors(error)
+    st.session_state[f"{slot}_message"] = str(error)
+
+
+def remembered_errors(slot: str) -> dict[str, str]:
+    errors: dict[str, str] = st.session_state.get(f"{slot}_errors", {})
+    return errors
+
+
+def show_remembered_error(slot: str) -> None:
+    message = st.session_state.get(f"{slot}_message")
+    if message:
+        st.error(md(message), icon=":material/error:")
+
+
+def forget_error(slot: str) -> None:
+    st.session_state.pop(f"{slot}_errors", None)
+    st.session_state.pop(f"{slot}_message", None)
+
+
+def field_error(errors: dict[str, str], *names: str) -> None:
+    """Show the messages for ``names`` (and their sub-fields) under a widget."""
+    shown = []
+    for key, message in errors.items():
+        if any(key == n or key.startswith(f"{n}.") or key.startswith(f"{n}[") for n in names):
+            shown.append(message)
+    for message in dict.fromkeys(shown):
+        st.markdown(f":red[:material/error: {md(message)}]")

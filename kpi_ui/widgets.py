@@ -1,0 +1,201 @@
+"""Widgets: status and RAG badges, the KPI card, the typed parameter form, labelled
+facts, and the paged result grid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from kpi_store import KPI, Direction, Execution, KPIStatus, ParameterSpec, ParamType, RunStatus
+from kpi_store.formats import as_text, format_change, format_value, time_ago
+
+from .links import Page, kpi_link, run_link
+from .look import RAG_STYLE, STATUS_STYLE, status_label
+from .messages import field_error, md
+
+# -- badges -----------------------------------------------------------------------------------
+
+
+def status_badge(status: str) -> None:
+    style = STATUS_STYLE.get(RunStatus(status)) if status in set(RunStatus) else None
+    label, colour, icon = style or (str(status).title(), "gray", None)
+    st.badge(label, color=colour, icon=icon)  # type: ignore[arg-type]
+
+
+def rag_badge(rag: str | None, has_target: bool = True) -> None:
+    if rag is None:
+        label = "Not run yet" if has_target else "No target"
+        st.badge(label, color="gray", icon=":material/remove:")
+        return
+    label, colour, icon = RAG_STYLE[rag]  # type: ignore[index]
+    st.badge(label, color=colour, icon=icon)  # type: ignore[arg-type]
+
+
+def kpi_label(kpi: KPI) -> str:
+    suffix = " (archived)" if kpi.status == KPIStatus.ARCHIVED else ""
+    return f"{kpi.name}{suffix}"
+
+
+# -- KPI card ---------------------------------------------------------------------------------
+
+
+def kpi_card(kpi: KPI, runs: Sequence[Execution]) -> None:
+    """Headline value, delta, target and RAG status, sparkline and last run of one KPI.
+
+    ``runs`` are the KPI's recent runs, newest first (any status).
+    """
+    successes = [r for r in runs if r.status == RunStatus.SUCCESS and r.value is not None]
+    values = [r.value for r in successes if r.value is not None]  # newest first
+    latest = successes[0] if successes else None
+    value = values[0] if values else None
+    with st.container(border=True, key=f"kpi_card_{kpi.id}"):
+        head, badge = st.columns([3, 2], vertical_alignment="center")
+        head.markdown(f"**{md(kpi.name)}**")
+        with badge:
+            rag_badge(kpi.rag_status(value), kpi.target is not None)
+        delta = format_change(values[0] - values[1], kpi.unit) if len(values) > 1 else None
+        sparkline = values[:20][::-1]
+        st.metric(
+            md(kpi.description or kpi.name),
+            format_value(value, kpi.unit),
+            delta=delta,
+            delta_color="normal" if kpi.direction == Direction.HIGHER_IS_BETTER else "inverse",
+            chart_data=sparkline if len(sparkline) > 1 else None,
+            chart_type="line",
+            label_visibility="collapsed",
+            delta_description="vs previous run" if delta else None,
+        )
+        target = format_value(kpi.target, kpi.unit) if kpi.target is not None else "none"
+        st.text(f"Target {target} · {kpi.owner or 'no owner'}")
+        _last_run_caption(runs[0] if runs else None)
+        links = st.columns(2)
+        with links[0]:
+            kpi_link(kpi.id, "History", Page.HISTORY, ":material/timeline:")
+        with links[1]:
+            if latest is not None:
+                run_link(latest.id, "Rows")
+            else:
+                kpi_link(kpi.id, "Run", Page.RUN, ":material/play_arrow:")
+
+
+def _last_run_caption(last_run: Execution | None) -> None:
+    if last_run is None:
+        st.caption(":material/history: Never run yet")
+    else:
+        label = status_label(last_run.status)
+        st.caption(f":material/history: Last run {time_ago(last_run.created_at)} · {label}")
+
+
+# -- parameter form ---------------------------------------------------------------------------
+
+
+def parameter_form(
+    parameters: Sequence[ParameterSpec],
+    key_prefix: str,
+    errors: dict[str, str] | None = None,
+    columns: int = 3,
+) -> dict[str, Any]:
+    """One widget per parameter, of its type; returns ``{name: value}``.
+
+    Dates get a date picker, numbers a number input, yes/no a toggle, parameters with
+    choices a select box, text a text input. Empty values are left out so the store
+    fills in the defaults (or says which value is missing).
+    """
+    errors = errors or {}
+    values: dict[str, Any] = {}
+    if not parameters:
+        st.caption("This KPI has no parameters.")
+        return values
+    grid = st.columns(min(columns, len(parameters)))
+    for index, param in enumerate(parameters):
+        with grid[index % len(grid)]:
+            key = f"{key_prefix}_{param.name}_{param.type}"
+            values[param.name] = _parameter_widget(param, key)
+            field_error(errors, param.name)
+    return {k: v for k, v in values.items() if v is not None and v != ""}
+
+
+def _parameter_widget(param: ParameterSpec, key: str) -> Any:
+    label = md(param.label or param.name.replace("_", " ").capitalize())
+    help_text = f"`:{param.name}` · {param.type}"
+    default = param.default
+    if param.choices:
+        options = list(param.choices)
+        index = options.index(default) if default in options else 0
+        return st.selectbox(label, options, index=index, key=key, help=help_text)
+    if param.type == ParamType.DATE:
+        return st.date_input(label, value=default, key=key, help=help_text, format="YYYY-MM-DD")
+    if param.type == ParamType.INT:
+        return st.number_input(label, value=default, step=1, key=key, help=help_text)
+    if param.type == ParamType.FLOAT:
+        value = None if default is None else float(default)
+        return st.number_input(label, value=value, step=1.0, key=key, help=help_text)
+    if param.type == ParamType.BOOL:
+        return st.toggle(label, value=bool(default), key=key, help=help_text)
+    text = "" if default is None else str(default)
+    return st.text_input(label, value=text, key=key, help=help_text)
+
+
+# -- facts ------------------------------------------------------------------------------------
+
+
+def facts_grid(rows: dict[str, Any], columns: int = 4) -> None:
+    """Labelled facts in a grid: a small grey label above each value (shown as typed)."""
+    items = list(rows.items())
+    for start in range(0, len(items), columns):
+        cells = st.columns(columns)
+        for cell, (label, value) in zip(cells, items[start : start + columns], strict=False):
+            cell.caption(label)
+            cell.markdown(md(as_text(value) or "—"))
+
+
+# -- result grid ------------------------------------------------------------------------------
+
+
+def result_grid(frame: pd.DataFrame, key: str, height: int | None = None) -> None:
+    """One page of rows in an AgGrid: sortable, filterable, resizable columns.
+
+    The grid gets only this page (streamlit-aggrid has no server-side paging), so
+    sorting and filtering apply within the page.
+    """
+    from st_aggrid import AgGrid, GridOptionsBuilder
+
+    shown = grid_frame(frame)
+    builder = GridOptionsBuilder.from_dataframe(shown)
+    builder.configure_default_column(
+        sortable=True, filter=True, resizable=True, minWidth=90, floatingFilter=False
+    )
+    for column in frame.columns:
+        series = frame[column]
+        if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+            builder.configure_column(column, type=["numericColumn", "numberColumnFilter"])
+    strategy = "fitGridWidth" if len(shown.columns) <= 8 else "fitCellContents"
+    builder.configure_grid_options(
+        enableCellTextSelection=True, autoSizeStrategy={"type": strategy}
+    )
+    AgGrid(
+        shown,
+        gridOptions=builder.build(),
+        height=height or min(560, 48 + 34 * max(len(shown), 3)),
+        theme="streamlit",
+        key=key,
+        show_toolbar=False,
+        show_download_button=False,
+        show_search=False,
+    )
+
+
+def grid_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy the grid renders well: plain Python values, ``None`` for missing, ISO times."""
+    shown = frame.copy()
+    for column in shown.columns:
+        series = shown[column]
+        if pd.api.types.is_datetime64_any_dtype(series):
+            text = series.dt.strftime("%Y-%m-%d %H:%M:%S").str.replace(" 00:00:00", "")
+            shown[column] = text.astype(object).where(series.notna(), None)
+        elif isinstance(series.dtype, pd.api.extensions.ExtensionDtype) or series.dtype == object:
+            shown[column] = series.astype(object).where(series.notna(), None)
+    return shown
