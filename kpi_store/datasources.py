@@ -270,14 +270,12 @@ def add(
 def remove(engine: sa.engine.Engine, name: str, actor: str) -> None:
     with db.write_tx(engine) as connection:
         source = get(connection, name)
-        users = (
+        users: list[str] = list(
             connection.execute(
                 sa.select(kpi_definitions.c.name)
                 .where(kpi_definitions.c.data_source == name)
                 .order_by(kpi_definitions.c.name)
-            )
-            .scalars()
-            .all()
+            ).scalars()
         )
         if users:
             shown = ", ".join(f"'{u}'" for u in users[:5]) + (" …" if len(users) > 5 else "")

@@ -26,8 +26,8 @@ from .vocabulary import (
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Stored as plain text (the rest of a definition is JSON, where U+0000 is escaped).
-TEXT_COLUMNS = ("name", "description", "nl_definition", "data_source", "sql", "value_column")
-TEXT_COLUMNS += ("unit", "owner")
+TEXT_COLUMNS: tuple[str, ...] = ("name", "description", "nl_definition", "data_source", "sql")
+TEXT_COLUMNS += ("value_column", "unit", "owner")
 NUL = "\x00"
 NUL_MESSAGE = "cannot contain the NUL character (U+0000)"
 MAX_TEXT_CHARS = 10_000  # description, plain-language definition

@@ -15,10 +15,10 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 import sqlalchemy as sa
@@ -167,7 +167,7 @@ def encode_row(row: Any) -> str:
 def _limit_connection(connection: sa.engine.Connection, limits: Limits) -> None:
     """The run's own value limit on a SQLite source connection (each one is fresh)."""
     if connection.dialect.name == "sqlite":
-        raw = connection.connection.driver_connection
+        raw = db.driver(connection)
         raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limits.value_max_bytes)
 
 
@@ -225,7 +225,7 @@ def _rows_of(
     fetch in blocks: the first is small, later ones hold about ``BATCH_BYTES``.
     """
     if dialect == "sqlite":
-        return iter(result.cursor)
+        return iter(cast(Iterable[tuple], result.cursor))
     return _fetched_in_blocks(result.fetchmany, streamer)
 
 

@@ -168,7 +168,7 @@ class RunLedger:
             _check_fair_share(connection, self.settings, actor, running, batch_id)
             now = db.utcnow()
             max_retries = kpi.max_retries
-            return connection.execute(
+            inserted = connection.execute(
                 executions.insert().values(
                     kpi_id=kpi.id,
                     kpi_version=kpi.version,
@@ -192,7 +192,8 @@ class RunLedger:
                     cancel_requested=False,
                     requeue_count=0,
                 )
-            ).inserted_primary_key[0]
+            )
+            return db.inserted_id(inserted)
 
     def load_job(self, execution_id: int, holder: str) -> Job:
         """What the holder needs to run the run: its KPI version, source and parameters."""

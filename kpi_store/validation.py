@@ -54,7 +54,7 @@ def sqlglot_dialect(sqlalchemy_dialect: str) -> str | None:
     return _SQLGLOT_DIALECTS.get(sqlalchemy_dialect)
 
 
-def check_read_only_sql(sql: str, dialect: str | None = "sqlite") -> exp.Expression:
+def check_read_only_sql(sql: str, dialect: str | None = "sqlite") -> exp.Query:
     """Prove ``sql`` is exactly one read-only query, or raise UnsafeQueryError."""
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
@@ -80,7 +80,7 @@ def check_read_only_sql(sql: str, dialect: str | None = "sqlite") -> exp.Express
     return tree
 
 
-def placeholders(tree: exp.Expression) -> set[str]:
+def placeholders(tree: exp.Query | exp.Expression) -> set[str]:
     """The ``:named`` parameters a parsed query uses."""
     names = set()
     for node in tree.find_all(exp.Placeholder):

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from . import db
+
 WATCHDOG_TICK_S = 0.05
 
 
@@ -73,7 +75,7 @@ class Watchdog:
     @classmethod
     def over(cls, control: RunControl, connection: sa.engine.Connection) -> Watchdog:
         """A watchdog that interrupts ``connection``'s driver the way its dialect needs."""
-        raw = connection.connection.driver_connection
+        raw = db.driver(connection)
         if connection.dialect.name in ("sqlite", "duckdb"):
             return cls(control, raw.interrupt)
         return cls(control, getattr(raw, "cancel_safe", None) or raw.cancel)
