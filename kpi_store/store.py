@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import pathlib
 from collections.abc import Iterable
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import audit, batches, db, definitions, integrity, keys, results, run_records, versions
 from . import datasources as sources
 from .config import Settings
-from .errors import ValidationError
 from .execution import run_held
-from .export_links import ExportGrant, ExportTokens
+from .export_links import ExportTokens
 from .heartbeat import ActiveRuns
 from .models import (
     KPI,
-    NUL,
-    NUL_MESSAGE,
     AuditCheckpoint,
     AuditEntry,
     AuditVerification,
@@ -40,18 +36,8 @@ from .querying import preview_rows
 from .queue import JobQueue, new_holder, process_worker_id
 from .runner import Runner
 from .runs import FinishedHook, RunLedger
+from .store_views import PageViews
 from .validation import bind_parameters, checked_actor
-from .views import (
-    BatchProgress,
-    JobBoard,
-    RagCounts,
-    Rerun,
-    accepts_uploads,
-    failed_rerun,
-    job_board,
-    rag_counts,
-    total_pages,
-)
 from .vocabulary import KPIStatus, RunMode
 
 if TYPE_CHECKING:
@@ -60,7 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class KPIStore:
+class KPIStore(PageViews):
     """KPI definitions, their versions and runs, stored in one SQL database.
 
     ``KPIStore()`` opens the database named by ``KPI_STORE_URL`` (default
@@ -86,6 +72,7 @@ class KPIStore:
         self.checkpoints = integrity.CheckpointWriter(
             self.engine, self._key, keys.checkpoint_file(self.settings)
         )
+        self._export_tokens = ExportTokens()
         self._now_worker_id = process_worker_id("now")
         # A run whose process died must not stay "running" when no worker is around.
         self.ledger.recover_stale()
@@ -322,60 +309,6 @@ class KPIStore:
         """A page as a pandas DataFrame with dtypes from the column types."""
         return results.frame(self.result_page(execution_id, page, page_size))
 
-    def export_csv(
-        self,
-        execution_id: int,
-        dest: str | os.PathLike[str] | IO[str] | IO[bytes],
-        actor: str,
-        excel: bool = False,
-    ) -> int:
-        """Stream every row of a run to ``dest`` as CSV; returns the number of rows."""
-        actor = _actor(actor)
-        execution = self.execution(execution_id)
-        count = results.write_csv(self.engine, execution, dest, excel=excel)
-        details = {"execution_id": execution_id, "rows": count, "excel": excel}
-        self._exported(actor, execution, details)
-        return count
-
-    def page_csv(
-        self,
-        execution_id: int,
-        page: int = 1,
-        page_size: int = 50,
-        excel: bool = False,
-        *,
-        actor: str,
-    ) -> bytes:
-        """One page of a run's rows as CSV bytes, quoted and escaped like ``export_csv``."""
-        actor = _actor(actor)
-        result = self.result_page(execution_id, page, page_size)
-        data = results.csv_bytes([c.name for c in result.columns], result.rows, excel)
-        details = {"execution_id": execution_id, "rows": len(result.rows), "excel": excel}
-        self._exported(actor, self.execution(execution_id), {**details, "page": page})
-        return data
-
-    def _exported(self, actor: str, execution: Execution, details: dict[str, Any]) -> None:
-        entity = f"execution:{execution.id}"
-        audit.record(
-            self.engine,
-            actor=actor,
-            action=audit.EXPORT,
-            kpi_id=execution.kpi_id,
-            entity=entity,
-            details=details,
-        )
-
-    def audit_csv(self, entries: Iterable[AuditEntry], excel: bool = True, *, actor: str) -> bytes:
-        """Audit entries (e.g. a filtered ``audit_log``) as CSV bytes; the export is audited."""
-        actor = _actor(actor)
-        rows = audit.csv_rows(entries)
-        data = results.csv_bytes(audit.CSV_HEADER, rows, excel)
-        details = {"rows": len(rows), "excel": excel}
-        audit.record(
-            self.engine, actor=actor, action=audit.EXPORT, entity="audit_log", details=details
-        )
-        return data
-
     # -- demo and uploads -----------------------------------------------------------
 
     def demo_warehouse_path(self) -> pathlib.Path:
@@ -437,81 +370,5 @@ class KPIStore:
         with db.read_tx(self.engine) as connection:
             return integrity.make_checkpoint(connection, self._key)
 
-    # -- views for pages (rules pages used to compute themselves) ----------------------
 
-    def runs(self, execution_ids: Iterable[int]) -> list[Execution]:
-        """The runs with these ids that exist, in the order asked, in one query."""
-        with db.read_tx(self.engine) as connection:
-            return run_records.many(connection, list(execution_ids))
-
-    def rag_counts(self, kpis: Iterable[KPI], recent: dict[int, list[Execution]]) -> RagCounts:
-        """On / near / off target and never run, from ``latest_runs`` of the same KPIs."""
-        return rag_counts(kpis, recent)
-
-    def total_pages(self, execution: Execution, page_size: int) -> int:
-        """How many pages of ``page_size`` rows a run's result has (at least one)."""
-        return total_pages(execution.row_count, page_size)
-
-    def upload_targets(self) -> list[str]:
-        """Names of the data sources a CSV file can be uploaded into."""
-        return [s.name for s in self.data_sources() if accepts_uploads(s)]
-
-    def batch_progress(self, batch_id: str) -> BatchProgress:
-        """Every run of a batch (by id) and how far the batch got, in one query."""
-        with db.read_tx(self.engine) as connection:
-            runs = run_records.listed(connection, batch_id=batch_id, limit=None)
-        return BatchProgress(batch_id=batch_id, runs=tuple(sorted(runs, key=lambda r: r.id)))
-
-    def failed_rerun(self, batch_id: str) -> Rerun:
-        """The KPIs of a batch that did not succeed, with their parameters merged, to
-        submit again (``submit_batch(rerun.kpi_ids, rerun.params)``)."""
-        return failed_rerun(self.batch_progress(batch_id).runs)
-
-    def job_board(self, limit: int = 100, recent: int = 10) -> JobBoard:
-        """Queued and running runs, their expected row counts and the runs that finished
-        last: three queries however many jobs there are (a monitor polls this)."""
-        from .vocabulary import ACTIVE_STATUSES, RunStatus
-
-        with db.read_tx(self.engine) as connection:
-            active = run_records.listed(connection, status=ACTIVE_STATUSES, limit=limit)
-            kpi_ids = {r.kpi_id for r in active if r.status == RunStatus.RUNNING}
-            latest = run_records.latest(connection, kpi_ids, per_kpi=20) if kpi_ids else {}
-            finished = run_records.listed(connection, limit=recent + len(active) + 5)
-        return job_board(active, latest, finished, recent)
-
-    def export_link(self, execution_id: int, actor: str, excel: bool = False) -> ExportGrant:
-        """A single-use token, valid for a few minutes, to download every row of a
-        successful run as CSV over HTTP (``open_export``). Nothing is exported yet."""
-        actor = _actor(actor)
-        results.check_exportable(self.execution(execution_id))
-        tokens = self.__dict__.setdefault("_export_tokens", ExportTokens())
-        return tokens.issue(execution_id, actor, excel)
-
-    def open_export(self, token: str) -> tuple[ExportGrant, Iterable[str]]:
-        """Redeem a download token: the EXPORT audit entry is written (with the name of
-        the person the link was made for), then the CSV is returned as text chunks of a
-        few thousand rows, read as they are sent. Raises NotFoundError for a token that
-        is unknown, used or expired."""
-        from .errors import NotFoundError
-
-        tokens: ExportTokens = self.__dict__.setdefault("_export_tokens", ExportTokens())
-        grant = tokens.redeem(token)
-        if grant is None:
-            raise NotFoundError("This download link has expired or was used already.")
-        execution = self.execution(grant.execution_id)
-        chunks = results.csv_chunks(self.engine, execution, excel=grant.excel)
-        details = {"execution_id": execution.id, "rows": execution.row_count or 0}
-        self._exported(grant.actor, execution, {**details, "excel": grant.excel, "via": "link"})
-        return grant, chunks
-
-
-def _actor(actor: str) -> str:
-    """Who acts, stripped; refused (never cut) when missing, over 200 characters or not text."""
-    actor = actor.strip() if isinstance(actor, str) else ""
-    if not actor:
-        raise ValidationError(
-            "Say who you are: every change records its author.", {"actor": "required"}
-        )
-    if NUL in actor:
-        raise ValidationError(f"The actor name {NUL_MESSAGE}.", {"actor": NUL_MESSAGE})
-    return checked_actor(actor)
+_actor = checked_actor  # who acts: stripped, refused (never cut) when missing or not text
