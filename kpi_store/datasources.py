@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import audit, db, duckdb_wall, keys, sqlite_wall
+from .config import Settings
 from .errors import DataSourceError, NotFoundError, ValidationError
 from .models import DataSource, mask_url
 from .schema import data_sources as table
@@ -77,9 +78,7 @@ def read_only_engine(url: str, folders: SourceFolders | None = None) -> sa.engin
             )
             connection.execute("PRAGMA query_only=ON")
             # No value bigger than the default limit; a run or preview sets its own.
-            from .querying import guard_values
-
-            guard_values(connection)
+            sqlite_wall.limit_values(connection, Settings.value_max_bytes)
             sqlite_wall.harden(connection)  # after our PRAGMA: no more pragmas from here
             return connection
 

@@ -5,9 +5,9 @@ headline value is computed on the way; nothing holds the whole result. Batches a
 bytes, not rows: rows are taken one by one and encoded until a batch holds about
 ``BATCH_BYTES``, so a result of huge values never sits in memory many rows at a time.
 Three limits keep one query from taking the server down: each value (SQLite refuses to
-build a bigger one: ``guard_values``), the bytes a run stores, and the deadline, which is
-checked while rows are encoded and stored too. Errors are sorted into transient ones
-(worth a retry) and the rest, and described for business users.
+build a bigger one, ``sqlite_wall.limit_values``), the bytes a run stores, and the
+deadline, which is checked while rows are encoded and stored too. Errors are sorted
+into transient ones (worth a retry) and the rest, and described for business users.
 """
 
 from __future__ import annotations
@@ -92,36 +92,6 @@ def size_text(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
     return f"{size} bytes"
-
-
-def guard_values(connection: sqlite3.Connection, max_bytes: int = Settings.value_max_bytes) -> None:
-    """Cap every string and blob a query on ``connection`` can build at ``max_bytes``.
-
-    ``SQLITE_LIMIT_LENGTH`` makes SQLite refuse a bigger value with "string or blob too
-    big" before Python sees it, except in ``printf``/``format``, which quietly return NULL
-    instead. Those two are replaced by a wrapper that runs SQLite's own ``printf`` on a
-    private in-memory connection under the same limit and turns that NULL into the error.
-    """
-    connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max_bytes)
-    helper = sqlite3.connect(":memory:", check_same_thread=False)
-    statements: dict[int, str] = {}
-
-    def printf(*args: Any) -> Any:
-        if not args or args[0] is None:
-            return None
-        limit = connection.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
-        helper.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit)
-        statement = statements.get(len(args))
-        if statement is None:
-            marks = ", ".join("?" * len(args))
-            statement = statements.setdefault(len(args), f"SELECT printf({marks})")
-        text = helper.execute(statement, args).fetchone()[0]
-        if text is None:
-            raise OverflowError  # the sqlite3 module reports it as SQLITE_TOOBIG
-        return text
-
-    for name in ("printf", "format"):
-        connection.create_function(name, -1, printf, deterministic=True)
 
 
 def is_transient(error: BaseException) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import audit, db, definitions, results, run_records
+from . import audit, db, definitions, fair_share, results, run_records
 from . import datasources as sources
 from .config import Settings
 from .errors import ExecutionError
@@ -46,68 +46,6 @@ def _stale(cutoff: dt.datetime) -> sa.ColumnElement[bool]:
         executions.c.status == RunStatus.RUNNING,
         sa.or_(executions.c.heartbeat_at.is_(None), executions.c.heartbeat_at < cutoff),
     )
-
-
-def _check_fair_share(
-    connection: sa.engine.Connection,
-    settings: Settings,
-    person: str,
-    running: bool,
-    batch_id: str | None,
-) -> None:
-    """Refuse a run that would give ``person`` more than their share of the workers.
-
-    A queued run counts against the runs the person has queued. A run now counts against
-    the person's running runs, where a batch run now takes one place however many KPIs it
-    holds (it runs a few at a time in its caller's threads): its first run needs a free
-    place, the rest follow it. Inside ``create``'s write transaction: SQLite's write lock,
-    or on PostgreSQL a lock per person, makes the count and the insert one step.
-    """
-    from .errors import ValidationError
-
-    if connection.dialect.name == "postgresql":  # 7_300_452: this lock's class, any constant
-        connection.execute(
-            sa.text("SELECT pg_advisory_xact_lock(7300452, hashtext(:person))"),
-            {"person": person},
-        )
-    status = RunStatus.RUNNING if running else RunStatus.PENDING
-    limit = settings.max_running_per_user if running else settings.max_queued_per_user
-    mine = sa.and_(executions.c.requested_by == person, executions.c.status == status)
-    if running:
-        if (
-            batch_id is not None
-            and connection.execute(
-                sa.select(executions.c.id).where(mine, executions.c.batch_id == batch_id).limit(1)
-            ).first()
-        ):
-            return  # the batch holds its place already
-        count = (
-            connection.execute(
-                sa.select(sa.func.count()).where(mine, executions.c.batch_id.is_(None))
-            ).scalar_one()
-            + connection.execute(
-                sa.select(sa.func.count(sa.distinct(executions.c.batch_id))).where(
-                    mine, executions.c.batch_id.is_not(None)
-                )
-            ).scalar_one()
-        )
-    else:
-        count = connection.execute(
-            sa.select(sa.func.count()).select_from(executions).where(mine)
-        ).scalar_one()
-    if count >= limit:
-        if running:
-            message = (
-                f"{person} already has {count} runs going, the most one person may run at "
-                f"once ({limit}, KPI_MAX_RUNNING_PER_USER). Wait for one to finish, or queue "
-                "the run in the background."
-            )
-        else:
-            message = (
-                f"{person} already has {count} runs queued, the most one person may queue "
-                f"({limit}, KPI_MAX_QUEUED_PER_USER). Wait for some to run first."
-            )
-        raise ValidationError(message, {"actor": message})
 
 
 def new_batch_id() -> str:
@@ -165,7 +103,7 @@ class RunLedger:
             kpi = definitions.runnable(connection, kpi_id)
             bound = bind_parameters(kpi, params, ignore_undeclared=ignore_undeclared)
             running = holder is not None
-            _check_fair_share(connection, self.settings, actor, running, batch_id)
+            fair_share.check(connection, self.settings, actor, running, batch_id)
             now = db.utcnow()
             max_retries = kpi.max_retries
             inserted = connection.execute(

@@ -10,6 +10,7 @@ not on the lists below is refused with "not authorized".
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 # Functions a KPI query may call: SQLite's core, date/time, math, aggregate, window and
 # JSON functions. Not here: load_extension, fts3_tokenizer, sqlite_* introspection,
@@ -64,3 +65,33 @@ def authorize(
 def harden(connection: sqlite3.Connection) -> None:
     """Install the authorizer on a data-source connection (after its own PRAGMAs ran)."""
     connection.set_authorizer(authorize)
+
+
+def limit_values(connection: sqlite3.Connection, max_bytes: int) -> None:
+    """Cap every string and blob a query on ``connection`` can build at ``max_bytes``.
+
+    ``SQLITE_LIMIT_LENGTH`` makes SQLite refuse a bigger value with "string or blob too
+    big" before Python sees it, except in ``printf``/``format``, which quietly return NULL
+    instead. Those two are replaced by a wrapper that runs SQLite's own ``printf`` on a
+    private in-memory connection under the same limit and turns that NULL into the error.
+    """
+    connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max_bytes)
+    helper = sqlite3.connect(":memory:", check_same_thread=False)
+    statements: dict[int, str] = {}
+
+    def printf(*args: Any) -> Any:
+        if not args or args[0] is None:
+            return None
+        limit = connection.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+        helper.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit)
+        statement = statements.get(len(args))
+        if statement is None:
+            marks = ", ".join("?" * len(args))
+            statement = statements.setdefault(len(args), f"SELECT printf({marks})")
+        text = helper.execute(statement, args).fetchone()[0]
+        if text is None:
+            raise OverflowError  # the sqlite3 module reports it as SQLITE_TOOBIG
+        return text
+
+    for name in ("printf", "format"):
+        connection.create_function(name, -1, printf, deterministic=True)
