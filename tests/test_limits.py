@@ -12,11 +12,10 @@
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -171,70 +170,29 @@ def test_the_source_connection_refuses_big_values_itself(store: KPIStore) -> Non
 
 # -- the issue's two probes, in a fresh process under an RSS watchdog ---------------------
 
-PROBE_CHILD = textwrap.dedent(
-    """
-    import json, resource, sqlite3, sys, time
-    import sqlalchemy as sa
-    from kpi_store import KPIStore
 
-    folder, sql = sys.argv[1], sys.argv[2]
-    sqlite3.connect(f"{folder}/source.db").execute("CREATE TABLE t (x)").connection.close()
-    store = KPIStore(f"sqlite:///{folder}/store.db")
-    store.add_data_source("src", f"sqlite:///{folder}/source.db", "probe")
-    kpi = store.create_kpi({"name": "Probe", "data_source": "src", "sql": sql}, "probe")
-    started = time.monotonic()
-    run = store.execute(kpi.id, actor="probe", timeout_s=120)
-    elapsed = time.monotonic() - started
-    with store.engine.connect() as connection:
-        rows = connection.execute(
-            sa.text("SELECT count(*) FROM kpi_execution_result_rows WHERE execution_id = :e"),
-            {"e": run.id},
-        ).scalar_one()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"status": run.status, "error": run.error, "stored_rows": rows,
-                      "seconds": elapsed, "peak_rss": peak}))
-    """
-)
-
-
-def peak_rss_of(command: list[str], env: dict[str, str], timeout_s: float) -> dict[str, Any]:
-    """Run ``command``; watch its VmHWM and kill it past ``RSS_KILL_BYTES``."""
-    child = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+def _memory_probe() -> Any:
+    """bench/memory_probe.py, the one copy of the probes and their RSS watchdog."""
+    spec = importlib.util.spec_from_file_location(
+        "memory_probe", ROOT / "bench" / "memory_probe.py"
     )
-    peak, killed, deadline = 0, False, time.monotonic() + timeout_s
-    while child.poll() is None:
-        try:
-            status = Path(f"/proc/{child.pid}/status").read_text()
-            peak = max(peak, int(status.split("VmHWM:")[1].split()[0]) * 1024)
-        except (OSError, IndexError, ValueError):
-            pass
-        if peak > RSS_KILL_BYTES or time.monotonic() > deadline:
-            killed = True
-            child.kill()
-            break
-        time.sleep(0.02)
-    out, err = child.communicate()
-    report = json.loads(out.strip().splitlines()[-1]) if child.returncode == 0 else {}
-    report["watched_peak_rss"] = peak
-    report["killed"] = killed
-    report["stderr"] = err
-    return report
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-@pytest.mark.parametrize("sql", [MANY_BLOBS, ONE_HUGE_TEXT], ids=["zeroblobs", "printf"])
-def test_the_issue_probes_fail_fast_with_bounded_memory(sql: str, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KPI_")}
-    env.update(KPI_SOURCE_DIRS=str(tmp_path), KPI_SECRET_KEY_FILE=str(tmp_path / "key"))
-    env["PYTHONPATH"] = str(ROOT)
+@pytest.mark.parametrize("probe", ["zeroblobs", "printf"])
+def test_the_issue_probes_fail_fast_with_bounded_memory(probe: str) -> None:
+    memory_probe = _memory_probe()
+    sql = {"zeroblobs": MANY_BLOBS, "printf": ONE_HUGE_TEXT}[probe]
+    assert sql in memory_probe.PROBES.values()  # the bench measures the same queries
     started = time.monotonic()
-    report = peak_rss_of([sys.executable, "-c", PROBE_CHILD, str(tmp_path), sql], env, 120)
-    assert not report["killed"], f"past {RSS_KILL_BYTES} bytes of RSS or 120 s: {report}"
-    assert report["status"] == "failed", report
+    report = memory_probe.probe(sql, ROOT, RSS_KILL_BYTES, 120)
+    assert report["status"] == "failed", f"past {RSS_KILL_BYTES} bytes of RSS or 120 s: {report}"
     assert "larger than the limit of 16 MB (KPI_VALUE_MAX_BYTES)" in report["error"]
     assert report["stored_rows"] == 0
-    peak = max(report["peak_rss"], report["watched_peak_rss"])
-    assert peak < GIB, f"peak RSS {peak / 2**20:.0f} MiB"
+    assert report["peak"] < GIB, f"peak RSS {report['peak'] / 2**20:.0f} MiB"
     assert report["seconds"] < 10 and time.monotonic() - started < 60
 
 
