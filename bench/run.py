@@ -377,17 +377,16 @@ def create_baseline_db(path: pathlib.Path, schema: str) -> None:
 # -- the store ------------------------------------------------------------------------------
 
 
-def open_store(url: str, rows: int) -> KPIStore:
+def open_store(url: str, rows: int, source_dir: pathlib.Path) -> KPIStore:
     base = Settings.from_env()
-    settings = Settings(
-        **{
-            **base.__dict__,
-            "url": url,
-            "row_cap": max(base.row_cap, rows),
-            "default_timeout_s": 3600.0,
-        }
-    )
-    return KPIStore(url, settings=settings)
+    changes: dict[str, Any] = {
+        "url": url,
+        "row_cap": max(base.row_cap, rows),
+        "default_timeout_s": 3600.0,
+    }
+    if hasattr(base, "source_dirs"):  # trees since data sources live in allowed folders
+        changes["source_dirs"] = str(source_dir)
+    return KPIStore(url, settings=Settings(**{**base.__dict__, **changes}))
 
 
 def setup_kpi(store: KPIStore, source: pathlib.Path, tag: str) -> int:
@@ -657,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         create_baseline_db(naive_db, NAIVE_SCHEMA)
         create_baseline_db(raw_db, RAW_SCHEMA)
         say(f"opening the store ({backend})")
-        store = open_store(store_url, args.rows)
+        store = open_store(store_url, args.rows, source.parent)
         kpi_id = setup_kpi(store, source, tag)
 
         ex_times, nv_times, rw_times, rw_write = [], [], [], []
