@@ -26,6 +26,7 @@ from .errors import KPIStoreError, NotFoundError, ValidationError
 from .formats import format_duration, format_params, format_time, format_value
 from .models import KPI, Execution
 from .store import KPIStore
+from .vocabulary import KPIStatus, RunStatus
 from .worker import Worker
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -120,7 +121,7 @@ def parse_params(items: Sequence[str]) -> dict[str, str]:
 
 
 def last_value(store: KPIStore, kpi: KPI) -> str:
-    runs = store.executions(kpi_id=kpi.id, status="success", limit=1)
+    runs = store.executions(kpi_id=kpi.id, status=RunStatus.SUCCESS, limit=1)
     return number(runs[0].value, kpi.unit) if runs else MISSING
 
 
@@ -172,7 +173,7 @@ def cmd_list(store: KPIStore, args: argparse.Namespace) -> int:
     rows = [
         (
             k.id,
-            k.name + (" (archived)" if k.status == "archived" else ""),
+            k.name + (" (archived)" if k.status == KPIStatus.ARCHIVED else ""),
             k.version,
             k.owner,
             ", ".join(k.tags),
@@ -195,7 +196,7 @@ def cmd_run(store: KPIStore, args: argparse.Namespace) -> int:
         return EXIT_OK
     run = store.execute(kpi.id, params, args.actor, timeout_s=args.timeout)
     print_run(kpi, run)
-    return EXIT_OK if run.status == "success" else EXIT_RUN_FAILED
+    return EXIT_OK if run.status == RunStatus.SUCCESS else EXIT_RUN_FAILED
 
 
 def cmd_export(store: KPIStore, args: argparse.Namespace) -> int:
@@ -297,7 +298,7 @@ def cmd_worker(store: KPIStore, args: argparse.Namespace) -> int:
 
 def cmd_cancel(store: KPIStore, args: argparse.Namespace) -> int:
     run = store.cancel(args.execution, args.actor)
-    if run.status == "cancelled":
+    if run.status == RunStatus.CANCELLED:
         print(f"Run {run.id} cancelled.")
     else:
         print(f"Run {run.id} is {run.status}: asked the process running it to stop.")

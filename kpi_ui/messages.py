@@ -15,20 +15,42 @@ from kpi_store import KPIStoreError, VersionConflictError
 FlashKind = Literal["success", "info", "warning", "error"]
 
 # Characters that start Markdown, LaTeX, HTML or Streamlit directives (":red[", ":smile:").
-_ALWAYS = re.compile(r"([\\`*\[\]<>$~|#{}:&])")
+_ALWAYS = re.compile(r"([\\`*\[\]<>$~|#{}&!])")
 _LINE_START = re.compile(r"^(\s*)([-+=>]|\d+[.)])", re.MULTILINE)
 _UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+# Found in the parsed text, after escapes are resolved, so a backslash cannot stop them:
+# GFM's literal autolinks (``https://…``, ``www.…``, ``name@host.tld``). A word joiner
+# (U+2060, invisible) before them breaks the match and leaves the text as typed.
+_AUTOLINK = re.compile(r"(?i)(?=https?:|www\.)|(?<=[-.+\w])(?=@)")
+WORD_JOINER = "\u2060"
 
 
 def md(text: object) -> str:
-    """User text made inert inside Markdown: it shows exactly as typed.
+    """User text made inert inside Markdown (and Streamlit labels): it shows as typed.
 
-    Backslash-escapes what could format, link, colour or run LaTeX; letters, digits,
-    spaces, quotes and underscores inside words (``budget_2025``) are left as they are.
+    Backslash-escapes what could format, link, embed an image, colour or run LaTeX;
+    writes ``:`` as ``&#58;`` (Streamlit turns ``:material/x:`` into an icon before
+    Markdown is parsed, escaped or not); puts an invisible word joiner before what GFM
+    would turn into a link by itself (``https://``, ``www.``, ``a@b.c``). Letters,
+    digits, spaces, quotes and underscores inside words (``budget_2025``) stay as they
+    are. HTML tags show as text (``<`` is escaped).
     """
-    escaped = _ALWAYS.sub(r"\\\1", str(text))
+    raw = _AUTOLINK.sub(WORD_JOINER, str(text))
+    escaped = _ALWAYS.sub(r"\\\1", raw)
     escaped = _UNDERSCORE.sub(r"\\_", escaped)
-    return _LINE_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", escaped)
+    escaped = _LINE_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", escaped)
+    return escaped.replace(":", "&#58;")
+
+
+def md_delta(text: object) -> str:
+    """:func:`md` for an ``st.metric`` delta, keeping a leading ``-`` (its direction)."""
+    raw = str(text)
+    return f"-{md(raw[1:])}" if raw.startswith("-") else md(raw)
+
+
+def plain(text: object) -> str:
+    """Text as the person sees it in a Markdown rendering of :func:`md` (for tests)."""
+    return str(text).replace(WORD_JOINER, "")
 
 
 def flash(message: str, kind: FlashKind = "success") -> None:

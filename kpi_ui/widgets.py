@@ -14,7 +14,7 @@ from kpi_store.formats import as_text, format_change, format_value, time_ago
 
 from .links import Page, kpi_link, run_link
 from .look import RAG_STYLE, STATUS_STYLE, status_label
-from .messages import field_error, md
+from .messages import field_error, md, md_delta
 
 # -- badges -----------------------------------------------------------------------------------
 
@@ -60,8 +60,8 @@ def kpi_card(kpi: KPI, runs: Sequence[Execution]) -> None:
         sparkline = values[:20][::-1]
         st.metric(
             md(kpi.description or kpi.name),
-            format_value(value, kpi.unit),
-            delta=delta,
+            md(format_value(value, kpi.unit)),
+            delta=md_delta(delta) if delta else None,
             delta_color="normal" if kpi.direction == Direction.HIGHER_IS_BETTER else "inverse",
             chart_data=sparkline if len(sparkline) > 1 else None,
             chart_type="line",
@@ -174,7 +174,9 @@ def result_grid(frame: pd.DataFrame, key: str, height: int | None = None) -> Non
             builder.configure_column(column, type=["numericColumn", "numberColumnFilter"])
     strategy = "fitGridWidth" if len(shown.columns) <= 8 else "fitCellContents"
     builder.configure_grid_options(
-        enableCellTextSelection=True, autoSizeStrategy={"type": strategy}
+        enableCellTextSelection=True,
+        autoSizeStrategy={"type": strategy},
+        suppressFieldDotNotation=True,  # a column named "a.b" is that column, not a path
     )
     AgGrid(
         shown,

@@ -55,16 +55,16 @@ name = names.get(run.kpi_id, f"KPI #{run.kpi_id} (deleted)")
 # -- facts ------------------------------------------------------------------------------
 
 head, badge = st.columns([5, 1], vertical_alignment="center")
-head.subheader(f"{ui.md(name)} · version {run.kpi_version}")
+head.subheader(f"{ui.md(name)} · version {run.kpi_version}", anchor=False)
 with badge:
     ui.status_badge(run.status)
 
 m = st.columns([2.2, 1, 1, 1, 1.3])
-m[0].metric("Value", ui.format_value(run.value, unit))
+m[0].metric("Value", ui.md(ui.format_value(run.value, unit)))
 m[1].metric("Rows", ui.format_number(run.row_count))
 m[2].metric("Duration", ui.format_duration(ui.run_duration_ms(run)))
 m[3].metric("Attempts", f"{run.attempts} of {run.max_retries + 1}")
-m[4].metric("Requested by", run.requested_by)
+m[4].metric("Requested by", ui.md(run.requested_by))
 
 mode = "background" if run.mode == ui.RunMode.BACKGROUND else "now"
 facts = {
@@ -174,7 +174,9 @@ ui.result_grid(frame, key=f"dd_grid_{run.id}_{page}_{size}")
 
 actor = ui.current_actor()
 stem = ui.file_stem(name)
-excel = bool(st.session_state.get("dd_excel", False))  # the toggle below, set before this run
+# Spreadsheet-safe unless the person asks for the exact values (the toggle below, whose
+# value is in the session state before this run reaches it).
+excel = not st.session_state.get("dd_exact", False)
 whole = f"Download CSV (all {run.row_count:,} rows)"
 downloads = st.container(horizontal=True, vertical_alignment="center")
 with downloads:
@@ -202,10 +204,12 @@ downloads.download_button(
     help="Recorded in the audit log." if actor else EXPORT_HELP,
 )
 downloads.toggle(
-    "Excel-friendly CSV",
-    key="dd_excel",
-    help="Adds a byte-order mark so Excel reads accents correctly, and neutralises text "
-    "cells that a spreadsheet would run as formulas.",
+    "Exact values (not spreadsheet-safe)",
+    key="dd_exact",
+    help="Off (the default): spreadsheet-safe CSV. A byte-order mark makes Excel read "
+    "accents correctly, and text cells that a spreadsheet would run as formulas (starting "
+    "with =, +, -, @, a tab or a line break) get a leading apostrophe. On: every value "
+    "exactly as stored, for scripts and other tools.",
 )
 if not actor:
     st.caption(

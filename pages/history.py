@@ -242,8 +242,10 @@ def compare_tab() -> None:
         pct = f" ({change / first.value:+.1%})" if first.value else ""
         st.metric(
             f"Run #{second.id} vs run #{first.id}",
-            ui.format_value(second.value, kpi.unit),
-            delta=f"{'+' if change >= 0 else ''}{ui.format_value(change, kpi.unit)}{pct}",
+            ui.md(ui.format_value(second.value, kpi.unit)),
+            delta=ui.md_delta(
+                f"{'+' if change >= 0 else ''}{ui.format_value(change, kpi.unit)}{pct}"
+            ),
             delta_color="normal" if kpi.direction == ui.Direction.HIGHER_IS_BETTER else "inverse",
         )
 

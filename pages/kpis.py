@@ -507,7 +507,7 @@ archive_label = "Unarchive" if is_archived else "Archive"
 
 head, actions = st.columns([1, 1], vertical_alignment="center")
 with head:
-    st.subheader(ui.md(kpi.name))
+    st.subheader(ui.md(kpi.name), anchor=False)
     st.text(
         f"Version {kpi.version} · saved by {kpi.updated_by} {ui.time_ago(kpi.updated_at)} · "
         f"created by {kpi.created_by}"

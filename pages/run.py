@@ -143,7 +143,7 @@ def run_summary(execution: ui.Execution) -> None:
             ui.status_badge(execution.status)
         if execution.status == ui.RunStatus.SUCCESS:
             m = st.columns(4)
-            m[0].metric("Value", ui.format_value(execution.value, unit))
+            m[0].metric("Value", ui.md(ui.format_value(execution.value, unit)))
             m[1].metric("Rows", ui.format_number(execution.row_count))
             m[2].metric("Duration", ui.format_duration(execution.execution_time_ms))
             m[3].metric("Attempts", execution.attempts)

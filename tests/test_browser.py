@@ -414,6 +414,7 @@ def test_run_it_now_with_two_parameter_values(tab, store, journey, shots):
     choose(tab, "Region", "East")
     button(tab, "Run now").click()
     see(tab, "region=East, min_amount=100.0")
+    idle(tab)  # the rerun has replaced the previous run's link too (it shows until then)
 
     link = main(tab).get_by_role("link", name=re.compile(r"Open run #\d+ in the drill-down"))
     expect(link).to_have_count(1)

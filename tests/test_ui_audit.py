@@ -1,12 +1,11 @@
 """The Audit page: chain check, filters, timeline, entry details, CSV export."""
 
-# ruff: noqa: F403, F405
 from __future__ import annotations
 
 import datetime as dt
 import sqlite3
 
-from ui_helpers import *
+from ui_helpers import no_exception, open_app, texts
 
 
 def test_chain_check_and_entries(demo_store):

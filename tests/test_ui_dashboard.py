@@ -1,10 +1,10 @@
 """The dashboard shell: navigation, identity, deep links, empty states, no tracebacks."""
 
-# ruff: noqa: F403, F405
 from __future__ import annotations
 
 import pytest
-from ui_helpers import *
+from streamlit.testing.v1 import AppTest
+from ui_helpers import DASHBOARD, TIMEOUT_S, all_text, no_exception, open_app, texts
 
 import kpi_ui
 

@@ -1,11 +1,10 @@
 """The Data sources page: list, add (tested), remove with confirmation, CSV upload."""
 
-# ruff: noqa: F403, F405
 from __future__ import annotations
 
 import sqlite3
 
-from ui_helpers import *
+from ui_helpers import ACTOR, no_exception, open_app, sqlite_url, texts
 
 
 def test_empty_state(app_store):

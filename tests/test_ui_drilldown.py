@@ -1,6 +1,5 @@
 """The Drill-down page: run facts, paging, page size, downloads of every row."""
 
-# ruff: noqa: F403, F405
 from __future__ import annotations
 
 import csv
@@ -8,7 +7,16 @@ import io
 import re
 
 import pytest
-from ui_helpers import *
+from ui_helpers import (
+    ACTOR,
+    all_text,
+    clean_kpi_spec,
+    metrics,
+    no_exception,
+    open_app,
+    sqlite_url,
+    texts,
+)
 
 import kpi_ui
 
@@ -142,7 +150,8 @@ def test_download_of_every_row_matches_the_store(demo_store, detail_run):
 
     assert status == 200 and headers["content-type"].startswith("text/csv")
     assert f'filename="order-line-detail-run-{detail_run.id}.csv"' in headers["content-disposition"]
-    rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+    assert data.startswith(b"\xef\xbb\xbf")  # spreadsheet-safe by default: Excel reads UTF-8
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
     assert rows[0] == [c.name for c in detail_run.columns]
     assert len(rows) - 1 == detail_run.row_count
     stored = [
@@ -185,6 +194,19 @@ def test_download_buttons_need_a_name_every_export_is_audited(demo_store, detail
     assert buttons["Download this page (50 rows)"].proto.disabled
     at = open_app("drilldown", query={"execution": detail_run.id})
     assert not any(b.proto.disabled for b in at.get("download_button"))
+
+
+def test_downloads_are_spreadsheet_safe_unless_exact_values_are_asked_for(demo_store, detail_run):
+    at = open_app("drilldown", query={"execution": detail_run.id})
+    exact = at.toggle(key="dd_exact")
+    assert exact.value is False and "Exact values" in exact.label
+    assert fetch(None, export_href(at))[2].startswith(b"\xef\xbb\xbf")
+
+    at = exact.set_value(True).run()
+    no_exception(at)
+    data = fetch(None, export_href(at))[2]
+    assert not data.startswith(b"\xef\xbb\xbf")
+    assert data.decode("utf-8").splitlines()[0] == ",".join(c.name for c in detail_run.columns)
 
 
 def test_page_csv_can_be_excel_friendly():

@@ -1,10 +1,9 @@
 """The History page: runs over time, versions with diff and restore, compare two runs."""
 
-# ruff: noqa: F403, F405
 from __future__ import annotations
 
 import pytest
-from ui_helpers import *
+from ui_helpers import ACTOR, metrics, no_exception, open_app, texts
 
 
 @pytest.fixture()

@@ -1,9 +1,8 @@
 """The KPIs page: catalog, create / edit form, test query, field errors, conflicts."""
 
-# ruff: noqa: F403, F405
 from __future__ import annotations
 
-from ui_helpers import *
+from ui_helpers import ACTOR, all_text, no_exception, open_app, sqlite_url, texts
 
 NEW = "kf_new_0"
 

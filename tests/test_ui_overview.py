@@ -1,9 +1,8 @@
 """The Overview page: KPI cards with value, delta, RAG status; filters; Run all."""
 
-# ruff: noqa: F403, F405
 from __future__ import annotations
 
-from ui_helpers import *
+from ui_helpers import metrics, no_exception, open_app, shown, texts
 
 
 def kpi_named(store, name):
@@ -21,7 +20,7 @@ def card_text(at, kpi_id) -> str:
             if isinstance(value, str):
                 parts.append(value)
             if getattr(child, "type", "") == "metric":
-                parts.append(f"{child.label}|{child.value}|{child.proto.delta}")
+                parts.append(shown(f"{child.label}|{child.value}|{child.proto.delta}"))
             walk(child)
 
     walk(card)

@@ -1,11 +1,10 @@
 """The Run page: typed parameter widgets, run now, background runs, monitor, batches."""
 
-# ruff: noqa: F403, F405
 from __future__ import annotations
 
 import datetime as dt
 
-from ui_helpers import *
+from ui_helpers import ACTOR, clean_kpi_spec, metrics, no_exception, open_app, sqlite_url, texts
 
 
 def kpi_named(store, name):

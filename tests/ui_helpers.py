@@ -3,13 +3,16 @@
 Each test gets a real store in its own temporary folder (``KPI_STORE_URL``) and no
 embedded worker (``KPI_EMBEDDED_WORKER=0``). The demo store is built once per session
 and copied, so a test with eight KPIs and a 40,000-order warehouse starts in
-milliseconds. Import the fixtures into a test module with ``from ui_helpers import *``. The names
+milliseconds. This module is loaded as a plugin (``pytest_plugins`` in ``conftest.py``), so
+its fixtures are there in every test module; import the helper functions by name
+(``from ui_helpers import open_app, texts``). The fixture names
 differ from ``conftest.py``'s (``store``, ``store_url``, ``source_db``), whose stores
 are parametrised over SQLite and PostgreSQL; the app tests run on SQLite files.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 import sys
@@ -151,8 +154,17 @@ def all_text(at: AppTest) -> str:
     return "\n".join(parts)
 
 
+_ESCAPED = re.compile(r"\\([\\`*\[\]<>$~|#{}&!_\-+=.)])")
+
+
+def shown(markdown: str) -> str:
+    """What a person reads where the pages put user text through ``kpi_ui.md``."""
+    return _ESCAPED.sub(r"\1", markdown.replace("\u2060", "").replace("&#58;", ":"))
+
+
 def metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
+    """Each metric's value as shown, by label."""
+    return {shown(m.label): shown(str(m.value)) for m in at.metric}
 
 
 def no_exception(at: AppTest) -> None:
