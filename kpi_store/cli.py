@@ -9,7 +9,6 @@ is broken), 2 bad input or an error the store refused with a message.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import getpass
 import logging
 import os
@@ -23,65 +22,15 @@ import sqlalchemy as sa
 
 from .config import DEFAULT_URL
 from .errors import KPIStoreError, NotFoundError, ValidationError
-from .formats import format_duration, format_params, format_time, format_value
+from .formats import format_params
 from .models import KPI, Execution
 from .store import KPIStore
+from .terminal import MISSING, duration, fields, number, table
 from .vocabulary import KPIStatus, RunStatus
 from .worker import Worker
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-MISSING = "-"
-CELL_WIDTH = 40
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-# -- formatting -----------------------------------------------------------------------------
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain-text table with a header rule; long cells are cut to CELL_WIDTH."""
-    cells = [[_cut(_text(value)) for value in row] for row in rows]
-    widths = [
-        max([len(header), *(len(row[i]) for row in cells)]) for i, header in enumerate(headers)
-    ]
-    lines = [
-        "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)),
-        "  ".join("-" * w for w in widths),
-        *("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells),
-    ]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def fields(pairs: Sequence[tuple[str, Any]]) -> str:
-    """Aligned ``label  value`` lines."""
-    width = max(len(label) for label, _ in pairs)
-    return "\n".join(f"{label.ljust(width)}  {_text(value)}" for label, value in pairs)
-
-
-def number(value: float | None, unit: str = "") -> str:
-    """A KPI value for a terminal: the unit after the number (``5,506,100.50 $``)."""
-    return format_value(value, unit, MISSING, unit_last=True)
-
-
-def when(value: dt.datetime | None) -> str:
-    """A stored time to the second; the column headers say it is UTC."""
-    return format_time(value, MISSING, seconds=True, zone=False)
-
-
-def duration(ms: float | None) -> str:
-    return format_duration(ms, MISSING)
-
-
-def _text(value: Any) -> str:
-    if value is None or value == "":
-        return MISSING
-    if isinstance(value, dt.datetime):
-        return when(value)
-    return str(value).replace("\n", " ")
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "…"
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -625,8 +625,9 @@ def _queue_small_jobs(pg_store: KPIStore) -> dict[int, int]:
     expected_rows: dict[int, int] = {}
     for n in range(JOBS):
         rows = 1 + (n * 7) % 40
+        # Five people queue them: one person may queue at most KPI_MAX_QUEUED_PER_USER (50).
         run = pg_store.submit(
-            kpi_ids[n % 5], {"rows": rows, "factor": n, "pause": 0.1}, actor="load"
+            kpi_ids[n % 5], {"rows": rows, "factor": n, "pause": 0.1}, actor=f"load-{n % 5}"
         )
         expected_rows[run.id] = rows
     return expected_rows
