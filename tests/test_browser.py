@@ -39,7 +39,8 @@ import pytest
 
 from kpi_store import KPIStore
 
-pytestmark = pytest.mark.browser
+# One journey: its steps share a server and a browser, so they stay in one test process.
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser-journey")]
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS_ENV = "KPI_SCREENSHOTS"
@@ -409,14 +410,18 @@ def test_run_it_now_with_two_parameter_values(tab, store, journey, shots):
     main(tab).get_by_role("link", name="Run", exact=True).click()
     runs = main(tab).get_by_label("KPIs to run", exact=True)
     expect(selectbox_of(runs)).to_contain_text(NEW_KPI)  # a chosen KPI is a tag in the box
+    link = main(tab).get_by_role("link", name=re.compile(r"Open run #\d+ in the drill-down"))
     button(tab, "Run now").click()
     see(tab, "region=North, min_amount=100.0")
+    expect(link).to_have_count(1)
+    first_id = int(re.search(r"#(\d+)", link.inner_text()).group(1))
     choose(tab, "Region", "East")
     button(tab, "Run now").click()
+    # The first run's link shows until the rerun replaces it: wait for the new run's.
+    expect(link).not_to_have_text(re.compile(rf"#{first_id}\b"), timeout=30_000)
     see(tab, "region=East, min_amount=100.0")
-    idle(tab)  # the rerun has replaced the previous run's link too (it shows until then)
+    idle(tab)
 
-    link = main(tab).get_by_role("link", name=re.compile(r"Open run #\d+ in the drill-down"))
     expect(link).to_have_count(1)
     run_id = int(re.search(r"#(\d+)", link.inner_text()).group(1))
     assert f"execution={run_id}" in (link.get_attribute("href") or "")

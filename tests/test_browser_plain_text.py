@@ -45,7 +45,8 @@ from test_browser import (  # noqa: F401  (fixtures, used by name)
 
 from kpi_store import KPIStore
 
-pytestmark = pytest.mark.browser
+# Its steps share a server and a browser, so they stay in one test process.
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser-plain-text")]
 
 TIMEOUT_MS = 30_000
 WORD_JOINER = "\u2060"  # what kpi_ui.md puts before "https://" in Markdown: invisible
