@@ -110,10 +110,9 @@ def load(settings: Settings) -> SecretKey:
     try:
         return SecretKey(path.read_text(encoding="ascii").strip())
     except FileNotFoundError:
-        pass
+        return SecretKey(_create_key_file(path))  # the first start: make one
     except (OSError, UnicodeDecodeError) as error:
         raise KPIStoreError(f"Cannot read the secret key file {path}: {error}") from None
-    return SecretKey(_create_key_file(path))
 
 
 def _create_key_file(path: pathlib.Path) -> str:

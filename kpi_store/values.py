@@ -70,7 +70,7 @@ def coerce_value(type_name: str, value: Any, what: str = "value") -> Any:
 
 
 class _OutOfRange(ValueError):
-    pass
+    """A whole number that does not fit in 64 bits."""
 
 
 def _to_str(value: Any) -> str:
