@@ -54,13 +54,13 @@ if [ -z "${KPI_TEST_POSTGRES_URL:-}" ] && have_binaries; then
     fi
 fi
 
-# Two test processes (pytest-xdist) on this 2-core machine. Tests are shared out one by
-# one, except those of an xdist_group (each browser journey), which stay together and in
-# order in one process. KPI_TEST_WORKERS=0 runs everything in one process.
+# Two test processes (pytest-xdist) on this 2-core machine. Tests are shared out file by
+# file: a file's tests run in order in one process, so module-scoped fixtures (a browser
+# journey's server and tab) live once. KPI_TEST_WORKERS=0 runs everything in one process.
 workers="${KPI_TEST_WORKERS:-2}"
 parallel=()
 if [ "$workers" != "0" ]; then
-    parallel=(-n "$workers" --dist loadgroup)
+    parallel=(-n "$workers" --dist loadfile)
 fi
 
 # Not exec: the trap above stops the server once pytest is done.

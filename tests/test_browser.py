@@ -39,8 +39,7 @@ import pytest
 
 from kpi_store import KPIStore
 
-# One journey: its steps share a server and a browser, so they stay in one test process.
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser-journey")]
+pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS_ENV = "KPI_SCREENSHOTS"
