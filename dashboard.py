@@ -1,7 +1,8 @@
 """KPI Desk: ``streamlit run dashboard.py``.
 
-Streamlit runs this file for every page view (as ``__main__``): page config, navigation
-over the files in ``pages/``, the sidebar identity, one ``KPIStore`` (plus the embedded
+Streamlit runs this file for every page view (as ``__main__``): page config, who is
+looking (sign-in, or a typed name in the demo mode), navigation over the files in
+``pages/`` they may open, the sidebar identity, one ``KPIStore`` (plus the embedded
 background worker) per server process, and deep links: ``/?kpi=ID`` opens that KPI,
 ``/?execution=ID`` opens that run.
 
@@ -24,12 +25,10 @@ def render() -> None:
         layout="wide",
         initial_sidebar_state="expanded",
     )
-    page = ui.navigation()
     ui.page_style()
     st.logo(ui.LOGO_SVG, icon_image=ui.ICON_SVG, size="large")
-    ui.identity_sidebar()
     try:
-        ui.get_store()
+        store = ui.app_store()
     except Exception as error:  # a wrong KPI_STORE_URL must not show a traceback
         reason = str(error).splitlines()[0] if str(error) else ""
         st.error(
@@ -37,6 +36,12 @@ def render() -> None:
             f"({type(error).__name__}: {ui.md(reason)})."
         )
         st.stop()
+    viewer = ui.identify(store)
+    if viewer is None:  # sign-in is on and this visitor is not (or may not be) signed in
+        ui.gate_navigation(ui.gate_page).run()
+        return
+    page = ui.navigation(viewer.role)
+    ui.identity_sidebar(viewer)
     with st.sidebar:
         st.caption(f":material/memory: Background worker {'on' if ui.worker_running() else 'off'}")
     # Deep links on the home URL: /?execution=ID and /?kpi=ID open the right page.

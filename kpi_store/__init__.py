@@ -5,6 +5,7 @@ from .errors import (
     ExecutionError,
     KPIStoreError,
     NotFoundError,
+    PermissionDeniedError,
     UnsafeQueryError,
     ValidationError,
     VersionConflictError,
@@ -19,6 +20,7 @@ from .models import (
     KPISpec,
     KPIVersion,
     ParameterSpec,
+    Person,
     ResultPage,
     VersionDiff,
 )
@@ -30,6 +32,7 @@ from .vocabulary import (
     Direction,
     KPIStatus,
     ParamType,
+    Role,
     RunMode,
     RunStatus,
 )
@@ -58,6 +61,9 @@ __all__ = [
     "KPIVersion",
     "NotFoundError",
     "ParameterSpec",
+    "PermissionDeniedError",
+    "Person",
+    "Role",
     "ResultPage",
     "UnsafeQueryError",
     "ValidationError",

@@ -22,6 +22,7 @@ from . import db, keys
 from .errors import ValidationError
 from .models import AuditEntry, AuditVerification
 from .schema import kpi_audit_log as log
+from .schema import people
 from .vocabulary import AuditAction
 
 GENESIS_HASH = "0" * 64
@@ -210,18 +211,25 @@ def entries(
     connection: sa.engine.Connection,
     *,
     kpi_id: int | None = None,
-    actor: str | None = None,
+    person: str | None = None,
     action: str | None = None,
     since: dt.datetime | dt.date | None = None,
     until: dt.datetime | dt.date | None = None,
     limit: int | None = 100,
+    kpis: sa.Select[Any] | None = None,
+    kpi_entries_only: bool = False,
 ) -> list[AuditEntry]:
-    """Entries matching every filter given, newest first."""
+    """Entries matching every filter given, newest first; ``kpis`` (a subquery of KPI ids)
+    and ``kpi_entries_only`` narrow them to what a person below admin may see."""
     query = sa.select(log).order_by(log.c.id.desc())
     if kpi_id is not None:
         query = query.where(log.c.kpi_id == kpi_id)
-    if actor:
-        query = query.where(log.c.actor == actor)
+    if kpi_entries_only:
+        query = query.where(log.c.kpi_id.is_not(None))
+    if kpis is not None:
+        query = query.where(log.c.kpi_id.in_(kpis))
+    if person and person.strip():
+        query = query.where(_by_person(person))
     if action:
         query = query.where(log.c.action == action.upper())
     if since is not None:
@@ -231,6 +239,14 @@ def entries(
     if limit is not None:
         query = query.limit(limit)
     return [_to_entry(row) for row in connection.execute(query)]
+
+
+def _by_person(text: str) -> sa.ColumnElement[bool]:
+    """Entries whose actor contains ``text``, or is a person whose name or email does
+    (any case): "ana", "Lima" and "ana@example.com" all find Ana Lima's entries."""
+    pattern = f"%{db.like_escaped(text.strip().casefold())}%"
+    named = sa.select(people.c.email).where(people.c.search_key.like(pattern, escape="\\"))
+    return sa.or_(sa.func.lower(log.c.actor).like(pattern, escape="\\"), log.c.actor.in_(named))
 
 
 def _as_datetime(value: dt.datetime | dt.date, end_of_day: bool = False) -> dt.datetime:

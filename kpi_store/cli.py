@@ -2,8 +2,11 @@
 
 Every command opens the store named by ``--store`` (default: ``KPI_STORE_URL``, else
 ``sqlite:///data/kpi_store.db``) and acts as ``--actor`` (default: ``KPI_ACTOR``, else
-the OS user name). Exit codes: 0 done, 1 a run failed or timed out (or the audit chain
-is broken), 2 bad input or an error the store refused with a message.
+the OS user name). Whoever holds the store URL is trusted like ``psql``; with sign-in on
+(``KPI_AUTH=oidc``) the actor must still be an active person's email, and the store holds
+them to their role like any dashboard user. Exit codes: 0 done, 1 a run failed or timed
+out (or the audit chain is broken), 2 bad input or an error the store refused with a
+message.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .cli_people import add_people_command
 from .config import DEFAULT_URL
 from .errors import KPIStoreError, NotFoundError, ValidationError
 from .formats import format_params
@@ -43,17 +47,16 @@ def default_actor() -> str:
         return "cli"
 
 
-def find_kpi(store: KPIStore, ref: str) -> KPI:
+def find_kpi(store: KPIStore, ref: str, actor: str) -> KPI:
     """A KPI by id, or by its exact name (case-insensitive)."""
     ref = ref.strip()
     if ref.isdigit():
         try:
-            return store.get_kpi(int(ref))
+            return store.get_kpi(int(ref), actor=actor)
         except NotFoundError:
             pass  # a KPI may be named with digits
-    matches = [
-        k for k in store.list_kpis(include_archived=True) if k.name.casefold() == ref.casefold()
-    ]
+    kpis = store.list_kpis(include_archived=True, actor=actor)
+    matches = [k for k in kpis if k.name.casefold() == ref.casefold()]
     if not matches:
         raise NotFoundError(f"There is no KPI with id or name '{ref}' (see: list --archived).")
     return matches[0]
@@ -69,8 +72,8 @@ def parse_params(items: Sequence[str]) -> dict[str, str]:
     return params
 
 
-def last_value(store: KPIStore, kpi: KPI) -> str:
-    runs = store.executions(kpi_id=kpi.id, status=RunStatus.SUCCESS, limit=1)
+def last_value(store: KPIStore, kpi: KPI, actor: str) -> str:
+    runs = store.executions(kpi_id=kpi.id, status=RunStatus.SUCCESS, limit=1, actor=actor)
     return number(runs[0].value, kpi.unit) if runs else MISSING
 
 
@@ -115,7 +118,9 @@ def cmd_demo(store: KPIStore, args: argparse.Namespace) -> int:
 
 
 def cmd_list(store: KPIStore, args: argparse.Namespace) -> int:
-    kpis = store.list_kpis(search=args.search, tag=args.tag, include_archived=args.archived)
+    kpis = store.list_kpis(
+        search=args.search, tag=args.tag, include_archived=args.archived, actor=args.actor
+    )
     if not kpis:
         print("No KPIs match.")
         return EXIT_OK
@@ -126,7 +131,7 @@ def cmd_list(store: KPIStore, args: argparse.Namespace) -> int:
             k.version,
             k.owner,
             ", ".join(k.tags),
-            last_value(store, k),
+            last_value(store, k, args.actor),
         )
         for k in kpis
     ]
@@ -135,7 +140,7 @@ def cmd_list(store: KPIStore, args: argparse.Namespace) -> int:
 
 
 def cmd_run(store: KPIStore, args: argparse.Namespace) -> int:
-    kpi = find_kpi(store, args.kpi)
+    kpi = find_kpi(store, args.kpi, args.actor)
     params = parse_params(args.param)
     if args.background:
         if args.timeout is not None:
@@ -155,16 +160,16 @@ def cmd_export(store: KPIStore, args: argparse.Namespace) -> int:
 
 
 def cmd_history(store: KPIStore, args: argparse.Namespace) -> int:
-    kpi = find_kpi(store, args.kpi)
+    kpi = find_kpi(store, args.kpi, args.actor)
     print(f"{kpi.name} (id {kpi.id}): versions, newest first\n")
-    versions = store.kpi_versions(kpi.id)
+    versions = store.kpi_versions(kpi.id, actor=args.actor)
     print(
         table(
             ["version", "when (UTC)", "who", "note", "action"],
             [(v.version, v.changed_at, v.changed_by, v.note, v.action) for v in versions],
         )
     )
-    runs = store.executions(kpi_id=kpi.id, limit=args.runs)
+    runs = store.executions(kpi_id=kpi.id, limit=args.runs, actor=args.actor)
     print("\nRecent runs\n")
     if not runs:
         print("No runs yet.")
@@ -192,7 +197,7 @@ def cmd_history(store: KPIStore, args: argparse.Namespace) -> int:
 
 def cmd_audit(store: KPIStore, args: argparse.Namespace) -> int:
     if args.verify:
-        result = store.verify_audit()
+        result = store.verify_audit(actor=args.actor)
         vouched = (
             f"The newest audit checkpoint vouches for {result.checkpoint_count} entries."
             if result.checkpoint_count is not None
@@ -207,7 +212,11 @@ def cmd_audit(store: KPIStore, args: argparse.Namespace) -> int:
             print(f"  - {problem}")
         return EXIT_RUN_FAILED
     entries = store.audit_log(
-        kpi_id=args.kpi, actor=args.actor_filter, action=args.action, limit=args.limit
+        kpi_id=args.kpi,
+        person=args.person,
+        action=args.action,
+        limit=args.limit,
+        actor=args.actor,
     )
     if not entries:
         print("No audit entries match.")
@@ -292,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     _kpi_commands(command)
     _audit_command(command("audit", cmd_audit, "show the audit log, or verify its hash chain"))
     _worker_command(command("worker", cmd_worker, "run queued jobs until Ctrl+C or SIGTERM"))
+    add_people_command(command)
     sub = command("cancel", cmd_cancel, "cancel a queued or running run")
     sub.add_argument("execution", metavar="EXECUTION", type=int, help="run (execution) id")
     return parser
@@ -327,7 +337,11 @@ def _kpi_commands(command: Callable[[str, Any, str], argparse.ArgumentParser]) -
 
 def _audit_command(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--kpi", metavar="ID", type=int, help="entries about this KPI")
-    sub.add_argument("--actor", dest="actor_filter", metavar="A", help="entries by this actor")
+    sub.add_argument(
+        "--person",
+        metavar="P",
+        help="entries by people whose email or name contains P (any case)",
+    )
     sub.add_argument("--action", metavar="X", type=str.upper, help="e.g. CREATE, EXECUTE")
     sub.add_argument("--limit", metavar="N", type=_positive_int, default=50, help="at most N")
     sub.add_argument(

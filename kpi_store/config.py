@@ -18,8 +18,10 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
-def _setting(env: str, default: Any, help: str) -> Any:
-    return field(default=default, metadata={"env": env, "help": help})
+def _setting(env: str, default: Any, help: str, choices: tuple[str, ...] = ()) -> Any:
+    """One setting: its variable, default and help; ``choices`` for a text that must be
+    one of a few words (checked when read, with a message listing them)."""
+    return field(default=default, metadata={"env": env, "help": help, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,25 @@ class Settings:
     max_queued_per_user: int = _setting(
         "KPI_MAX_QUEUED_PER_USER", 50, "Most runs one person may have queued at once."
     )
+    auth: str = _setting(
+        "KPI_AUTH",
+        "off",
+        "Sign-in: `off` (single-user demo, names typed and marked not verified) or `oidc` "
+        "(Streamlit's OpenID Connect sign-in; roles enforced by the store).",
+        choices=("off", "oidc"),
+    )
+    admins: str = _setting(
+        "KPI_ADMINS",
+        "",
+        "Emails of people who are always active admins, separated by commas "
+        "(how the first admin gets in).",
+    )
+    default_role: str = _setting(
+        "KPI_DEFAULT_ROLE",
+        "viewer",
+        "Role of a signed-in person the store does not know yet; `none` refuses them.",
+        choices=("viewer", "runner", "editor", "admin", "none"),
+    )
     audit_checkpoint_file: str = _setting(
         "KPI_AUDIT_CHECKPOINT_FILE",
         "",
@@ -135,7 +156,17 @@ class Settings:
             raw = (source.get(item.metadata["env"]) or "").strip()
             if raw:
                 values[item.name] = _parse(item.metadata["env"], type(item.default), raw)
+                _check_choice(item.metadata["env"], values[item.name], item.metadata["choices"])
         return cls(**values)
+
+    @property
+    def auth_on(self) -> bool:
+        """True when people sign in and the store enforces roles."""
+        return self.auth != "off"
+
+    def admin_emails(self) -> frozenset[str]:
+        """``KPI_ADMINS`` as case-folded emails."""
+        return frozenset(e.strip().casefold() for e in self.admins.split(",") if e.strip())
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed (tests shorten timing knobs this way)."""
@@ -154,6 +185,12 @@ def _parse(env: str, kind: type, raw: str) -> Any:
     except ValueError:
         expected = {bool: "1 or 0", int: "a whole number", float: "a number"}.get(kind, "text")
         raise ValueError(f"{env}={raw!r} is not valid: expected {expected}.") from None
+
+
+def _check_choice(env: str, value: Any, choices: tuple[str, ...]) -> None:
+    if choices and value not in choices:
+        allowed = ", ".join(choices)
+        raise ValueError(f"{env}={value!r} is not valid: expected one of {allowed}.")
 
 
 def settings_help() -> list[tuple[str, str, str]]:

@@ -56,6 +56,11 @@ def json_default(value: Any) -> Any:
     return str(value)
 
 
+def like_escaped(text: str) -> str:
+    """``text`` for a LIKE pattern with ``escape="\\"``: its own % and _ match themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def is_sqlite(bind: sa.engine.Connection | sa.engine.Engine) -> bool:
     return bind.dialect.name == "sqlite"
 

@@ -787,9 +787,9 @@ def install(store: Any, actor: str = "demo") -> list[Any]:
     path = store.demo_warehouse_path()
     if not path.exists():
         build_demo_warehouse(path)
-    if DEMO_SOURCE not in {source.name for source in store.data_sources()}:
+    if DEMO_SOURCE not in {source.name for source in store.data_sources(actor=actor)}:
         store.add_data_source(DEMO_SOURCE, f"sqlite:///{path}", actor)
-    existing = {kpi.name.lower() for kpi in store.list_kpis(include_archived=True)}
+    existing = {kpi.name.lower() for kpi in store.list_kpis(include_archived=True, actor=actor)}
     return [
         store.create_kpi(spec, actor) for spec in DEMO_KPIS if spec["name"].lower() not in existing
     ]

@@ -43,6 +43,15 @@ class VersionConflictError(KPIStoreError):
         self.expected_version = expected_version
 
 
+class PermissionDeniedError(KPIStoreError):
+    """The acting person may not do this (role, data-source scope, or not a known,
+    active person). The message names what was refused and why; the refusal is audited."""
+
+    def __init__(self, message: str, operation: str = ""):
+        super().__init__(message)
+        self.operation = operation
+
+
 class DataSourceError(KPIStoreError):
     """A data source that cannot be reached or opened."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from .errors import ExecutionError, KPIStoreError, LostOwnership
 from .heartbeat import ActiveRuns
@@ -13,18 +14,32 @@ from .runs import RunLedger
 log = logging.getLogger(__name__)
 
 
+Admit = Callable[[str, int], "str | None"]  # (requested_by, kpi_id) -> why not, or None
+
+
 def run_held(
-    ledger: RunLedger, runner: Runner, active: ActiveRuns, execution_id: int, holder: str
+    ledger: RunLedger,
+    runner: Runner,
+    active: ActiveRuns,
+    execution_id: int,
+    holder: str,
+    admit: Admit,
 ) -> None:
     """Run a run ``holder`` holds to a final status (or back to the queue).
 
-    The query's own failures end the run; only a store that cannot record it raises
-    (``ExecutionError``), after ending the run as failed when it still can.
+    The person who asked for it is checked again first (``admit``): someone demoted or
+    deactivated since they queued it cannot run it. The query's own failures end the
+    run; only a store that cannot record it raises (``ExecutionError``), after ending
+    the run as failed when it still can.
     """
     try:
         job = ledger.load_job(execution_id, holder)
     except KPIStoreError as error:
         ledger.fail(execution_id, holder, str(error))
+        return
+    refusal = admit(job.requested_by, job.kpi_id)
+    if refusal is not None:
+        ledger.fail(execution_id, holder, refusal)
         return
     control = active.begin(execution_id, job.timeout_s, holder)
     try:

@@ -20,6 +20,7 @@ from .vocabulary import (
     Direction,
     KPIStatus,
     ParamType,
+    Role,
     RunMode,
     RunStatus,
 )
@@ -258,6 +259,28 @@ class AuditEntry(BaseModel):
     details: dict[str, Any]
     prev_hash: str
     entry_hash: str
+
+
+class Person(BaseModel):
+    """Someone who signs in: identified by their email (case-folded), with one role and
+    optionally the data sources they are limited to (empty means all)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    email: str
+    display_name: str
+    role: Role
+    active: bool
+    data_sources: tuple[str, ...] = ()
+    created_at: dt.datetime
+    last_seen_at: dt.datetime | None = None
+
+    @property
+    def label(self) -> str:
+        """ "Name <email>", or the email alone when the name is the email."""
+        if not self.display_name or self.display_name == self.email:
+            return self.email
+        return f"{self.display_name} <{self.email}>"
 
 
 class AuditVerification(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -45,9 +46,16 @@ def listed(
     status: str | Iterable[str] | None = None,
     limit: int | None = 100,
     batch_id: str | None = None,
+    requested_by: str | None = None,
+    kpis: sa.Select[Any] | None = None,
 ) -> list[Execution]:
-    """Runs matching every filter given, newest first."""
+    """Runs matching every filter given, newest first; ``kpis`` is a subquery of the KPI
+    ids the reader may see."""
     query = sa.select(executions).order_by(executions.c.id.desc())
+    if requested_by:
+        query = query.where(executions.c.requested_by == requested_by)
+    if kpis is not None:
+        query = query.where(executions.c.kpi_id.in_(kpis))
     if kpi_id is not None:
         query = query.where(executions.c.kpi_id == kpi_id)
     if status:
@@ -61,7 +69,10 @@ def listed(
 
 
 def latest(
-    connection: sa.engine.Connection, kpi_ids: Iterable[int] | None, per_kpi: int
+    connection: sa.engine.Connection,
+    kpi_ids: Iterable[int] | None,
+    per_kpi: int,
+    kpis: sa.Select[Any] | None = None,
 ) -> dict[int, list[Execution]]:
     """The newest ``per_kpi`` runs of each KPI, newest first, in one query."""
     rank = (
@@ -72,6 +83,8 @@ def latest(
     ranked = sa.select(executions, rank)
     if kpi_ids is not None:
         ranked = ranked.where(executions.c.kpi_id.in_(list(kpi_ids)))
+    if kpis is not None:
+        ranked = ranked.where(executions.c.kpi_id.in_(kpis))
     subquery = ranked.subquery()
     query = (
         sa.select(*(subquery.c[c.name] for c in executions.columns))

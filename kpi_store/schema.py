@@ -95,6 +95,20 @@ kpi_audit_log = sa.Table(
     sqlite_autoincrement=True,
 )
 
+people = sa.Table(
+    "people",
+    metadata,
+    sa.Column("email", sa.String(200), primary_key=True),  # case-folded
+    sa.Column("display_name", sa.String(200), nullable=False),
+    sa.Column("search_key", sa.Text, nullable=False),  # casefold(name + " " + email)
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("data_sources", sa.Text, nullable=False),  # JSON list of names; [] = all
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("last_seen_at", sa.DateTime),
+)
+
 kpi_store_meta = sa.Table(
     "kpi_store_meta",
     metadata,
@@ -139,6 +153,7 @@ kpi_execution_results = sa.Table(
     sa.Index("ix_kpi_execution_results_status", "status", "id"),
     sa.Index("ix_kpi_execution_results_kpi", "kpi_id", "id"),
     sa.Index("ix_kpi_execution_results_batch", "batch_id"),
+    sa.Index("ix_kpi_execution_results_requested_by", "requested_by", "id"),
     sqlite_autoincrement=True,
 )
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import audit, batches, db, definitions, integrity, keys, results, run_records, versions
 from . import datasources as sources
+from .access import Guard, allowed, unguarded, visible_kpis
 from .config import Settings
 from .execution import run_held
 from .export_links import ExportTokens
@@ -36,9 +37,10 @@ from .querying import preview_rows
 from .queue import JobQueue, new_holder, process_worker_id
 from .runner import Runner
 from .runs import FinishedHook, RunLedger
+from .store_people import PeopleAdmin
 from .store_views import PageViews
 from .validation import bind_parameters, checked_actor
-from .vocabulary import KPIStatus, RunMode
+from .vocabulary import KPIStatus, Role, RunMode
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,11 +48,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class KPIStore(PageViews):
+class KPIStore(PageViews, PeopleAdmin):
     """KPI definitions, their versions and runs, stored in one SQL database.
 
     ``KPIStore()`` opens the database named by ``KPI_STORE_URL`` (default
     ``sqlite:///data/kpi_store.db``), creating or upgrading its schema.
+
+    With ``KPI_AUTH=oidc`` every method checks its ``actor`` (an email) against the
+    people and roles in the store (``access.py``); reads take ``actor=`` too.
     """
 
     def __init__(self, url: str | None = None, settings: Settings | None = None):
@@ -65,6 +70,7 @@ class KPIStore(PageViews):
         sources.seal_credentials(self.engine, self._key)
         self.source_folders = sources.SourceFolders.from_settings(self.settings)
         self.source_engines = sources.SourceEngines(self.source_folders)
+        self._guard = Guard(self.engine, self.settings)
         self.ledger = RunLedger(self.engine, self.settings)
         self.runner = Runner(self.source_engines, self.settings)
         self.active_runs = ActiveRuns(self.ledger, self.settings.heartbeat_interval_s)
@@ -77,6 +83,7 @@ class KPIStore(PageViews):
         # A run whose process died must not stay "running" when no worker is around.
         self.ledger.recover_stale()
 
+    @unguarded("releases this process's connections; touches no data")
     def close(self) -> None:
         """Release every pooled connection (the store can be reopened later)."""
         self.active_runs.close()
@@ -94,32 +101,41 @@ class KPIStore(PageViews):
 
     # -- data sources ---------------------------------------------------------------
 
+    @allowed(Role.ADMIN)
     def add_data_source(self, name: str, url: str, actor: str) -> DataSource:
         """Register a data source after proving a connection to it works."""
         return sources.add(self.engine, name, url, _actor(actor), self.source_folders)
 
+    @allowed(Role.ADMIN)
     def remove_data_source(self, name: str, actor: str) -> None:
         """Unregister a data source no KPI uses."""
         sources.remove(self.engine, name, _actor(actor))
 
-    def data_sources(self) -> list[DataSource]:
+    @allowed(Role.VIEWER)
+    def data_sources(self, *, actor: str | None = None) -> list[DataSource]:
+        """The data sources the actor may use."""
+        visible = self._guard.sources(actor, "data_sources")
         with db.read_tx(self.engine) as connection:
-            return sources.all_sources(connection)
+            return [s for s in sources.all_sources(connection) if _sees(visible, s.name)]
 
-    def data_source(self, name: str) -> DataSource:
+    @allowed(Role.VIEWER, source="name")
+    def data_source(self, name: str, *, actor: str | None = None) -> DataSource:
         with db.read_tx(self.engine) as connection:
             return sources.get(connection, name)
 
     # -- definitions ----------------------------------------------------------------
 
-    def validate_kpi(self, spec: KPISpec | dict[str, Any]) -> KPISpec:
+    @allowed(Role.EDITOR, spec="spec")
+    def validate_kpi(self, spec: KPISpec | dict[str, Any], *, actor: str | None = None) -> KPISpec:
         """Every check ``create_kpi`` makes, without writing anything."""
         with db.read_tx(self.engine) as connection:
             return definitions.validate_spec(connection, spec)
 
+    @allowed(Role.EDITOR, spec="spec")
     def create_kpi(self, spec: KPISpec | dict[str, Any], actor: str) -> KPI:
         return definitions.create(self.engine, spec, _actor(actor))
 
+    @allowed(Role.EDITOR, kpi="kpi_id", spec="changes")
     def update_kpi(
         self,
         kpi_id: int,
@@ -133,46 +149,66 @@ class KPIStore(PageViews):
             self.engine, kpi_id, changes, _actor(actor), expected_version, note
         )
 
+    @allowed(Role.EDITOR, kpi="kpi_id")
     def archive_kpi(self, kpi_id: int, actor: str) -> KPI:
         return definitions.set_status(self.engine, kpi_id, _actor(actor), KPIStatus.ARCHIVED)
 
+    @allowed(Role.EDITOR, kpi="kpi_id")
     def unarchive_kpi(self, kpi_id: int, actor: str) -> KPI:
         return definitions.set_status(self.engine, kpi_id, _actor(actor), KPIStatus.ACTIVE)
 
+    @allowed(Role.ADMIN, kpi="kpi_id")
     def delete_kpi(self, kpi_id: int, actor: str) -> None:
         """Delete a KPI with its versions and runs; its audit entries stay."""
         definitions.delete(self.engine, kpi_id, _actor(actor))
 
-    def get_kpi(self, kpi_id: int, version: int | None = None) -> KPI:
+    @allowed(Role.VIEWER, kpi="kpi_id")
+    def get_kpi(self, kpi_id: int, version: int | None = None, *, actor: str | None = None) -> KPI:
         with db.read_tx(self.engine) as connection:
             return definitions.get(connection, kpi_id, version)
 
+    @allowed(Role.VIEWER)
     def list_kpis(
-        self, search: str | None = None, tag: str | None = None, include_archived: bool = False
+        self,
+        search: str | None = None,
+        tag: str | None = None,
+        include_archived: bool = False,
+        *,
+        actor: str | None = None,
     ) -> list[KPI]:
+        """KPIs matching the search and tag, on the data sources the actor may use."""
+        visible = self._guard.sources(actor, "list_kpis")
         with db.read_tx(self.engine) as connection:
-            return definitions.list_kpis(connection, search, tag, include_archived)
+            found = definitions.list_kpis(connection, search, tag, include_archived)
+        return [k for k in found if _sees(visible, k.data_source)]
 
-    def kpi_versions(self, kpi_id: int) -> list[KPIVersion]:
+    @allowed(Role.VIEWER, kpi="kpi_id")
+    def kpi_versions(self, kpi_id: int, *, actor: str | None = None) -> list[KPIVersion]:
         """Every saved version, newest first."""
         with db.read_tx(self.engine) as connection:
             return versions.all_versions(connection, kpi_id)
 
-    def diff_versions(self, kpi_id: int, a: int, b: int) -> VersionDiff:
+    @allowed(Role.VIEWER, kpi="kpi_id")
+    def diff_versions(
+        self, kpi_id: int, a: int, b: int, *, actor: str | None = None
+    ) -> VersionDiff:
         with db.read_tx(self.engine) as connection:
             return versions.diff(connection, kpi_id, a, b)
 
+    @allowed(Role.EDITOR, kpi="kpi_id")
     def restore_version(self, kpi_id: int, version: int, actor: str) -> KPI:
         """Save a new version equal to ``version``."""
         return definitions.restore(self.engine, kpi_id, version, _actor(actor))
 
     # -- running ------------------------------------------------------------------------
 
+    @unguarded("registers code of the process that holds the store; touches no data")
     def on_run_finished(self, hook: FinishedHook) -> FinishedHook:
         """Call ``hook(execution)`` whenever a run this process ends has been recorded
         (success or not, by a runner, a cancel or recovery). A failing hook is logged."""
         return self.ledger.on_finished(hook)
 
+    @allowed(Role.RUNNER, kpi="kpi_id")
     def execute(
         self,
         kpi_id: int,
@@ -190,8 +226,9 @@ class KPIStore(PageViews):
             kpi_id, params, _actor(actor), mode=RunMode.NOW, holder=holder, timeout_s=timeout_s
         )
         self._run_held(execution_id, holder)
-        return self.execution(execution_id)
+        return self._execution(execution_id)
 
+    @allowed(Role.RUNNER, kpis="kpi_ids")
     def execute_batch(
         self,
         kpi_ids: Iterable[int],
@@ -207,13 +244,15 @@ class KPIStore(PageViews):
         batches.run_all(batch, self._run_held, max_parallel)
         return batches.finished_result(batch, self._runs_of(batch))
 
+    @allowed(Role.RUNNER, kpi="kpi_id")
     def submit(
         self, kpi_id: int, params: dict[str, Any] | None = None, actor: str = ""
     ) -> Execution:
         """Queue a KPI to run in the background; returns the pending run."""
         execution_id = self.ledger.create(kpi_id, params, _actor(actor), mode=RunMode.BACKGROUND)
-        return self.execution(execution_id)
+        return self._execution(execution_id)
 
+    @allowed(Role.RUNNER, kpis="kpi_ids")
     def submit_batch(
         self, kpi_ids: Iterable[int], params: dict[str, Any] | None = None, actor: str = ""
     ) -> BatchResult:
@@ -234,8 +273,10 @@ class KPIStore(PageViews):
             return run_records.many(connection, [eid for eid, _ in batch.runs])
 
     def _run_held(self, execution_id: int, holder: str) -> None:
-        run_held(self.ledger, self.runner, self.active_runs, execution_id, holder)
+        admit = self._guard.admit_run
+        run_held(self.ledger, self.runner, self.active_runs, execution_id, holder, admit)
 
+    @allowed(Role.RUNNER, run="execution_id", own_run=True)
     def cancel(self, execution_id: int, actor: str) -> Execution:
         """Cancel a queued run at once, or stop a running one within about a second."""
         execution = self.ledger.cancel(execution_id, _actor(actor))
@@ -244,28 +285,46 @@ class KPIStore(PageViews):
             control.cancel_event.set()
         return execution
 
-    def execution(self, execution_id: int) -> Execution:
+    @allowed(Role.VIEWER, run="execution_id")
+    def execution(self, execution_id: int, *, actor: str | None = None) -> Execution:
+        return self._execution(execution_id)
+
+    def _execution(self, execution_id: int) -> Execution:
         with db.read_tx(self.engine) as connection:
             return run_records.get(connection, execution_id)
 
+    @allowed(Role.VIEWER, kpi="kpi_id")
     def executions(
         self,
         kpi_id: int | None = None,
         status: str | None = None,
         limit: int | None = 100,
         batch_id: str | None = None,
+        requested_by: str | None = None,
+        *,
+        actor: str | None = None,
     ) -> list[Execution]:
-        """Runs matching every filter given, newest first."""
+        """Runs matching every filter given, newest first (``requested_by``: "my runs")."""
+        kpis = visible_kpis(self._guard.sources(actor, "executions"))
         with db.read_tx(self.engine) as connection:
-            return run_records.listed(connection, kpi_id, status, limit, batch_id)
+            return run_records.listed(
+                connection, kpi_id, status, limit, batch_id, requested_by, kpis
+            )
 
+    @allowed(Role.VIEWER)
     def latest_runs(
-        self, kpi_ids: Iterable[int] | None = None, per_kpi: int = 20
+        self,
+        kpi_ids: Iterable[int] | None = None,
+        per_kpi: int = 20,
+        *,
+        actor: str | None = None,
     ) -> dict[int, list[Execution]]:
         """The newest ``per_kpi`` runs of each KPI (newest first), in one query."""
+        kpis = visible_kpis(self._guard.sources(actor, "latest_runs"))
         with db.read_tx(self.engine) as connection:
-            return run_records.latest(connection, kpi_ids, per_kpi)
+            return run_records.latest(connection, kpi_ids, per_kpi, kpis)
 
+    @allowed(Role.EDITOR, source="data_source")
     def preview_query(
         self,
         data_source: str,
@@ -282,14 +341,14 @@ class KPIStore(PageViews):
         Recorded in the audit log (PREVIEW) like every other read of a source by a person.
         """
         actor = _actor(actor)
-        spec = self.validate_kpi(
-            {
-                "name": "preview",
-                "data_source": data_source,
-                "sql": sql,
-                "parameters": list(parameters),
-            }
-        )
+        draft = {
+            "name": "preview",
+            "data_source": data_source,
+            "sql": sql,
+            "parameters": list(parameters),
+        }
+        with db.read_tx(self.engine) as connection:
+            spec = definitions.validate_spec(connection, draft)
         bound = bind_parameters(spec, params)
         with db.read_tx(self.engine) as connection:
             engine = self.source_engines.get(sources.connect_url(connection, data_source))
@@ -299,22 +358,30 @@ class KPIStore(PageViews):
 
     # -- results --------------------------------------------------------------------
 
-    def result_page(self, execution_id: int, page: int = 1, page_size: int = 50) -> ResultPage:
+    @allowed(Role.VIEWER, run="execution_id")
+    def result_page(
+        self, execution_id: int, page: int = 1, page_size: int = 50, *, actor: str | None = None
+    ) -> ResultPage:
         """One page of a successful run's rows, fetched by row-number range."""
         with db.read_tx(self.engine) as connection:
             execution = run_records.get(connection, execution_id)
             return results.page(connection, execution, page, page_size)
 
-    def result_frame(self, execution_id: int, page: int = 1, page_size: int = 50) -> pd.DataFrame:
+    @allowed(Role.VIEWER, run="execution_id")
+    def result_frame(
+        self, execution_id: int, page: int = 1, page_size: int = 50, *, actor: str | None = None
+    ) -> pd.DataFrame:
         """A page as a pandas DataFrame with dtypes from the column types."""
-        return results.frame(self.result_page(execution_id, page, page_size))
+        return results.frame(self.result_page(execution_id, page, page_size, actor=actor))
 
     # -- demo and uploads -----------------------------------------------------------
 
+    @unguarded("a path from the settings; reads nothing")
     def demo_warehouse_path(self) -> pathlib.Path:
         """Where the demo warehouse lives: the first allowed data-source folder."""
         return self.source_folders.default / "demo_warehouse.db"
 
+    @allowed(Role.ADMIN)
     def install_demo(self, actor: str = "demo") -> list[KPI]:
         """Create the demo warehouse, register it as ``demo`` and add the sample KPIs.
 
@@ -324,38 +391,54 @@ class KPIStore(PageViews):
 
         return install(self, _actor(actor))
 
+    @allowed(Role.ADMIN, source="data_source")
     def import_csv(self, data_source: str, table: str, file: Any, actor: str) -> int:
         """Load a CSV file into a new table of a local SQLite data source."""
         from .uploads import import_csv
 
-        source = self.data_source(data_source)
+        with db.read_tx(self.engine) as connection:
+            source = sources.get(connection, data_source)
         return import_csv(self.engine, self.source_folders, source, table, file, _actor(actor))
 
     # -- audit ----------------------------------------------------------------------
 
+    @allowed(Role.VIEWER, kpi="kpi_id")
     def audit_log(
         self,
         kpi_id: int | None = None,
-        actor: str | None = None,
+        person: str | None = None,
         action: str | None = None,
         since: dt.datetime | dt.date | None = None,
         until: dt.datetime | dt.date | None = None,
         limit: int | None = 100,
+        *,
+        actor: str | None = None,
     ) -> list[AuditEntry]:
-        """Audit entries matching every filter given, newest first."""
+        """Audit entries matching every filter given, newest first. ``person`` finds
+        people by any part of their email or name, in any case; ``actor`` is who asks.
+
+        Below admin, only entries about KPIs the asker may see are listed."""
+        asker = self._guard.principal(actor, "audit_log")
+        kpis = None if asker.role == Role.ADMIN else visible_kpis(asker.sources)
         with db.read_tx(self.engine) as connection:
             return audit.entries(
                 connection,
                 kpi_id=kpi_id,
-                actor=actor,
+                person=person,
                 action=action,
                 since=since,
                 until=until,
                 limit=limit,
+                kpis=kpis,
+                kpi_entries_only=asker.role != Role.ADMIN,
             )
 
+    @allowed(Role.ADMIN)
     def verify_audit(
-        self, checkpoint: AuditCheckpoint | Literal["file"] | None = "file"
+        self,
+        checkpoint: AuditCheckpoint | Literal["file"] | None = "file",
+        *,
+        actor: str | None = None,
     ) -> AuditVerification:
         """Check the signed audit chain (edits, removed entries), the current definitions
         against their history and audit trail, and the chain's length against a signed
@@ -365,10 +448,15 @@ class KPIStore(PageViews):
         with db.read_tx(self.engine) as connection:
             return integrity.verify(connection, self._key, checkpoint)
 
-    def audit_checkpoint(self) -> AuditCheckpoint:
+    @allowed(Role.ADMIN)
+    def audit_checkpoint(self, *, actor: str | None = None) -> AuditCheckpoint:
         """The audit chain's length and newest hash, signed: keep it outside the store."""
         with db.read_tx(self.engine) as connection:
             return integrity.make_checkpoint(connection, self._key)
 
 
 _actor = checked_actor  # who acts: stripped, refused (never cut) when missing or not text
+
+
+def _sees(visible: frozenset[str] | None, data_source: str) -> bool:
+    return visible is None or data_source in visible

@@ -56,6 +56,31 @@ class AuditAction(StrEnum):
     EXPORT = "EXPORT"
     PREVIEW = "PREVIEW"
     DATA_UPLOAD = "DATA_UPLOAD"
+    PERSON_ADD = "PERSON_ADD"
+    PERSON_UPDATE = "PERSON_UPDATE"
+    DENIED = "DENIED"
+
+
+class Role(StrEnum):
+    """What a person may do; each role includes every one before it."""
+
+    VIEWER = "viewer"  # see KPIs, runs, rows, history
+    RUNNER = "runner"  # run, cancel own runs, export
+    EDITOR = "editor"  # create, edit, archive, restore KPIs
+    ADMIN = "admin"  # data sources, uploads, delete, people, audit verification and export
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def includes(self, other: Role) -> bool:
+        """True when this role may do everything ``other`` may."""
+        return self.rank >= Role(other).rank
+
+
+class AuthMode(StrEnum):
+    OFF = "off"  # single-user demo mode: names are typed, not verified
+    OIDC = "oidc"  # sign-in through an OpenID Connect provider (st.login)
 
 
 class ParamType(StrEnum):

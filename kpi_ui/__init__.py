@@ -1,6 +1,7 @@
 """Shared UI code of the KPI Desk pages; pages import from here only.
 
-Split by concern: ``app`` (store and worker per process, navigation, identity),
+Split by concern: ``app`` (store and worker per process, navigation), ``identity``
+(sign-in, or the demo mode's typed name; the viewer of each click),
 ``links`` (every link between pages), ``messages`` (flashes, friendly errors, ``md``),
 ``actions`` (act for a person, confirm, deferred downloads), ``widgets`` (badges, KPI
 card, parameter form, facts, result grid), ``charts``, ``look`` (logo, CSS, status
@@ -23,6 +24,9 @@ from kpi_store import (
     KPIVersion,
     ParameterSpec,
     ParamType,
+    PermissionDeniedError,
+    Person,
+    Role,
     RunMode,
     RunStatus,
     VersionConflictError,
@@ -42,22 +46,32 @@ from kpi_store.formats import (
 
 from .actions import act, ask_to_confirm, asking, confirmed, deferred
 from .app import (
-    ACTOR_KEY,
     _store_for,
     _worker_for,
-    current_actor,
+    app_store,
     embedded_worker_enabled,
     ensure_app_navigation,
+    gate_navigation,
     get_store,
-    identity_sidebar,
     navigation,
     process_store,
-    require_actor,
     store_url,
     worker_running,
 )
 from .charts import events_chart, runs_chart, runs_frame, time_format
 from .downloads import download_routes, export_url, file_stem, full_export_link
+from .identity import (
+    ACTOR_KEY,
+    Viewer,
+    current_actor,
+    gate_page,
+    identify,
+    identity_sidebar,
+    locked,
+    require_actor,
+    unverified,
+    viewer,
+)
 from .links import (
     PAGES,
     Page,
@@ -103,8 +117,11 @@ __all__ = [
     "ACTOR_KEY", "ICON_SVG", "KPI", "LOGO_SVG", "MISSING", "PAGES", "RAG", "RAG_STYLE",
     "STATUS_STYLE", "Aggregation", "AuditAction", "BatchResult", "DataSource", "Direction",
     "Execution", "KPIStatus", "KPIStore", "KPIStoreError", "KPIVersion", "Page",
-    "ParamType", "ParameterSpec", "RunMode", "RunStatus", "VersionConflictError",
-    "_store_for", "_worker_for", "act", "as_text", "ask_to_confirm", "asking", "confirmed",
+    "ParamType", "ParameterSpec", "PermissionDeniedError", "Person", "Role", "RunMode",
+    "RunStatus", "VersionConflictError", "Viewer", "gate_navigation", "gate_page",
+    "identify", "locked", "unverified", "viewer",
+    "_store_for", "_worker_for", "act", "app_store", "as_text", "ask_to_confirm", "asking",
+    "confirmed",
     "current_actor", "deferred", "download_routes", "embedded_worker_enabled",
     "ensure_app_navigation", "events_chart", "export_url", "facts_grid", "field_error",
     "field_errors", "file_stem", "flash", "follow_query_param", "forget_error",

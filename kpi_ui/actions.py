@@ -11,7 +11,7 @@ import streamlit as st
 
 from kpi_store import KPIStoreError
 
-from .app import require_actor
+from .identity import require_actor
 from .messages import FlashKind, flash, show_error
 
 T = TypeVar("T")

@@ -1,5 +1,5 @@
-"""App wiring: one store and one embedded worker per server process, the navigation
-every page runs inside, and the identity box (who is acting)."""
+"""App wiring: one store and one embedded worker per server process, and the navigation
+every page runs inside (who is acting lives in ``identity``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from kpi_store import KPIStore
+from kpi_store import KPIStore, Role
 from kpi_store.config import Settings
 
 from .links import Page
@@ -20,7 +20,6 @@ from .links import Page
 log = logging.getLogger("kpi_desk")
 
 APP_SCRIPT = Path(__file__).resolve().parents[1] / "dashboard.py"
-ACTOR_KEY = "actor"
 NAVIGATION = {
     "Metrics": [
         (Page.OVERVIEW, "Overview", ":material/dashboard:"),
@@ -34,8 +33,10 @@ NAVIGATION = {
     "Govern": [
         (Page.AUDIT, "Audit", ":material/policy:"),
         (Page.DATA_SOURCES, "Data sources", ":material/database:"),
+        (Page.PEOPLE, "People", ":material/group:"),
     ],
 }
+ADMIN_PAGES = frozenset({Page.PEOPLE})
 
 
 # -- store and worker -----------------------------------------------------------------
@@ -87,6 +88,11 @@ def get_store() -> KPIStore:
     Every page calls this first, so it also makes sure the page runs inside the app.
     """
     ensure_app_navigation()
+    return app_store()
+
+
+def app_store() -> KPIStore:
+    """The store of this server process, its embedded worker started (``dashboard.py``)."""
     store = process_store()
     if embedded_worker_enabled():
         _worker_for(store_url())
@@ -118,44 +124,21 @@ def ensure_app_navigation() -> None:
         st.stop()
 
 
-def navigation() -> Any:
-    """``st.navigation`` over every page, grouped as the sidebar shows them."""
+def navigation(role: Role = Role.ADMIN) -> Any:
+    """``st.navigation`` over the pages ``role`` may open, grouped as the sidebar shows
+    them (the People page is for admins)."""
     return st.navigation(
         {
             group: [
                 st.Page(page.path, title=title, icon=icon, default=page == Page.OVERVIEW)
                 for page, title, icon in entries
+                if page not in ADMIN_PAGES or role.includes(Role.ADMIN)
             ]
             for group, entries in NAVIGATION.items()
         }
     )
 
 
-# -- identity ---------------------------------------------------------------------------
-
-
-def identity_sidebar() -> None:
-    """The "who are you" box; its value is remembered for the browser session."""
-    with st.sidebar:
-        st.text_input(
-            "Your name",
-            key=ACTOR_KEY,
-            placeholder="e.g. Alice Martin",
-            help="Recorded as the author of every change and run you make.",
-            max_chars=200,
-        )
-        if not current_actor():
-            st.caption(":orange[:material/badge: Enter your name to make changes or run KPIs.]")
-
-
-def current_actor() -> str:
-    return str(st.session_state.get(ACTOR_KEY) or "").strip()
-
-
-def require_actor(action: str = "do this") -> str | None:
-    """The signed-in name, or a warning and ``None`` when nobody said who they are."""
-    actor = current_actor()
-    if not actor:
-        st.warning(f"Enter your name in the sidebar to {action}.", icon=":material/badge:")
-        return None
-    return actor
+def gate_navigation(gate: Any) -> Any:
+    """The navigation of a visitor who must sign in first: one page, whatever the URL."""
+    return st.navigation([st.Page(gate, title="Sign in", url_path="sign-in")], position="hidden")

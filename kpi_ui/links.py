@@ -20,6 +20,7 @@ class Page(StrEnum):
     HISTORY = "history"
     AUDIT = "audit"
     DATA_SOURCES = "data_sources"
+    PEOPLE = "people"
 
     @property
     def path(self) -> str:

@@ -12,6 +12,7 @@ import streamlit as st
 import kpi_ui as ui
 
 store = ui.get_store()
+me = ui.viewer()
 
 ACTIONS = [str(action) for action in ui.AuditAction]
 LIMITS = {"100": 100, "500": 500, "2,000": 2_000, "All": None}
@@ -23,8 +24,9 @@ st.caption(
     "editing or removing an entry breaks the chain and shows up below."
 )
 
-with ui.friendly_errors():
-    check = store.verify_audit()
+
+def chain_check() -> None:
+    check = store.verify_audit(actor=me.actor)
     if check.ok:
         st.success(
             f"Audit chain intact: {check.checked:,} entries checked.",
@@ -37,14 +39,26 @@ with ui.friendly_errors():
             icon=":material/gpp_bad:",
         )
 
+
+if me.may(ui.Role.ADMIN):
+    with ui.friendly_errors():
+        chain_check()
+else:
+    st.caption(
+        "You see the entries about the KPIs open to you; an admin sees every entry "
+        "and the chain check."
+    )
+
 kpis: list[ui.KPI] = []
 with ui.friendly_errors():
-    kpis = store.list_kpis(include_archived=True)
+    kpis = store.list_kpis(include_archived=True, actor=me.actor)
 kpi_names = {k.id: k.name for k in kpis}
 
 with st.container(border=True):
     c1, c2, c3, c4, c5 = st.columns([2, 2, 2, 3, 1])
-    actor = c1.text_input("Actor", key="au_actor", placeholder="anyone")
+    person = c1.text_input(
+        "Person", key="au_actor", placeholder="anyone", help="Any part of an email or a name."
+    )
     action = c2.selectbox("Action", ["Any", *ACTIONS], key="au_action")
     kpi_options = [None, *kpi_names]
     ui.follow_query_param("au_kpi", "kpi", kpi_options)
@@ -74,7 +88,8 @@ entries = []
 with ui.friendly_errors():
     entries = store.audit_log(
         kpi_id=kpi_id,
-        actor=actor.strip() or None,
+        person=person.strip() or None,
+        actor=me.actor,
         action=None if action == "Any" else action,
         since=since,
         until=until,
@@ -123,14 +138,16 @@ st.dataframe(
     },
 )
 
-me = ui.current_actor()
 st.download_button(
     "Export these entries as CSV",
-    data=ui.deferred(store.audit_csv, entries, actor=me),
-    disabled=not me,
-    help="Recorded in the audit log."
-    if me
-    else "Enter your name in the sidebar: exports are recorded in the audit log.",
+    data=ui.deferred(store.audit_csv, entries, actor=me.actor),
+    disabled=not me.actor or not me.may(ui.Role.ADMIN),
+    help=me.refusal(ui.Role.ADMIN, "export the audit log")
+    or (
+        "Recorded in the audit log."
+        if me.actor
+        else "Enter your name in the sidebar: exports are recorded in the audit log."
+    ),
     file_name=f"kpi-audit-{dt.date.today().isoformat()}.csv",
     mime="text/csv",
     icon=":material/download:",

@@ -12,6 +12,7 @@ import streamlit as st
 import kpi_ui as ui
 
 store = ui.get_store()
+me = ui.viewer()
 
 st.title("Data sources")
 st.caption(
@@ -23,8 +24,9 @@ ui.show_flash()
 sources: list[ui.DataSource] = []
 upload_targets: list[str] = []
 with ui.friendly_errors():
-    sources = store.data_sources()
-    upload_targets = store.upload_targets()
+    sources = store.data_sources(actor=me.actor)
+    if me.may(ui.Role.ADMIN):
+        upload_targets = store.upload_targets(actor=me.actor)
 
 if not sources:
     st.info(
@@ -43,6 +45,9 @@ else:
         for s in sources
     ]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+if ui.locked(ui.Role.ADMIN, "add, fill or remove data sources"):
+    st.stop()
 
 add_tab, upload_tab, remove_tab = st.tabs(
     [

@@ -9,6 +9,7 @@ import streamlit as st
 import kpi_ui as ui
 
 store = ui.get_store()
+me = ui.viewer()
 
 PAGE_SIZES = [25, 50, 100, 250, 500, 1000]
 EXPORT_HELP = "Enter your name in the sidebar: exports are recorded in the audit log."
@@ -20,15 +21,15 @@ names: dict[int, str] = {}
 units: dict[int, str] = {}
 recent: list[ui.Execution] = []
 with ui.friendly_errors():
-    for kpi in store.list_kpis(include_archived=True):
+    for kpi in store.list_kpis(include_archived=True, actor=me.actor):
         names[kpi.id], units[kpi.id] = kpi.name, kpi.unit
-    recent = store.executions(limit=200)
+    recent = store.executions(limit=200, actor=me.actor)
 
 by_id = {e.id: e for e in recent}
 wanted = ui.query_int("execution")
 if wanted is not None and wanted not in by_id:
     with ui.friendly_errors():
-        by_id[wanted] = store.execution(wanted)
+        by_id[wanted] = store.execution(wanted, actor=me.actor)
 
 if not by_id:
     st.info("No runs yet: run a KPI and its rows will appear here.", icon=":material/lightbulb:")
@@ -95,7 +96,7 @@ if not run.finished:
 
     @st.fragment(run_every=dt.timedelta(seconds=2))
     def wait_for_run() -> None:
-        current = store.execution(run.id)
+        current = store.execution(run.id, actor=me.actor)
         if current.finished:
             st.rerun(scope="app")
         st.info(
@@ -161,7 +162,7 @@ controls.selectbox("Rows per page", PAGE_SIZES, index=PAGE_SIZES.index(50), key=
 
 frame = None
 with ui.friendly_errors():
-    frame = store.result_frame(run.id, page, size)
+    frame = store.result_frame(run.id, page, size, actor=me.actor)
 if frame is None:
     st.stop()
 
@@ -172,7 +173,7 @@ ui.result_grid(frame, key=f"dd_grid_{run.id}_{page}_{size}")
 
 # -- downloads --------------------------------------------------------------------------
 
-actor = ui.current_actor()
+actor = me.actor if me.may(ui.Role.RUNNER) else ""
 stem = ui.file_stem(name)
 # Spreadsheet-safe unless the person asks for the exact values (the toggle below, whose
 # value is in the session state before this run reaches it).
@@ -211,8 +212,10 @@ downloads.toggle(
     "with =, +, -, @, a tab or a line break) get a leading apostrophe. On: every value "
     "exactly as stored, for scripts and other tools.",
 )
-if not actor:
+if not me.actor:
     st.caption(
         ":orange[Enter your name in the sidebar to download rows: exports are "
         "recorded in the audit log.]"
     )
+elif not actor:
+    ui.locked(ui.Role.RUNNER, "export rows")

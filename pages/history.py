@@ -10,13 +10,14 @@ import streamlit as st
 import kpi_ui as ui
 
 store = ui.get_store()
+me = ui.viewer()
 
 st.title("History")
 ui.show_flash()
 
 kpis: list[ui.KPI] = []
 with ui.friendly_errors():
-    kpis = store.list_kpis(include_archived=True)
+    kpis = store.list_kpis(include_archived=True, actor=me.actor)
 if not kpis:
     st.info("No KPIs yet.", icon=":material/lightbulb:")
     ui.link(ui.Page.KPIS, "Create a KPI", ":material/add_circle:")
@@ -43,8 +44,8 @@ with links:
 runs: list[ui.Execution] = []
 versions: list[ui.KPIVersion] = []
 with ui.friendly_errors():
-    runs = store.executions(kpi_id=kpi.id, limit=500)
-    versions = store.kpi_versions(kpi.id)
+    runs = store.executions(kpi_id=kpi.id, limit=500, actor=me.actor)
+    versions = store.kpi_versions(kpi.id, actor=me.actor)
 
 tab_runs, tab_versions, tab_compare = st.tabs(
     [
@@ -130,7 +131,7 @@ def version_diff(numbers: list[int]) -> None:
     a = c1.selectbox("From version", numbers, index=1, key=f"hi_va_{kpi.id}")
     b = c2.selectbox("To version", numbers, index=0, key=f"hi_vb_{kpi.id}")
     with ui.friendly_errors():
-        diff = store.diff_versions(kpi.id, a, b)
+        diff = store.diff_versions(kpi.id, a, b, actor=me.actor)
         if not diff.changes:
             st.caption("These two versions are identical.")
             return
@@ -159,7 +160,8 @@ def restore_version(numbers: list[int]) -> None:
         "Restore…",
         icon=":material/restore:",
         key="hi_restore_btn",
-        disabled=kpi.status != ui.KPIStatus.ACTIVE,
+        disabled=kpi.status != ui.KPIStatus.ACTIVE or not me.may(ui.Role.EDITOR),
+        help=me.refusal(ui.Role.EDITOR, "restore a version"),
     ):
         ui.ask_to_confirm("hi_restore", (kpi.id, target))
     question = (

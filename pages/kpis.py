@@ -16,6 +16,7 @@ import streamlit as st
 import kpi_ui as ui
 
 store = ui.get_store()
+me = ui.viewer()
 
 PARAM_TYPES = list(ui.ParamType)
 TYPE_LABELS = {
@@ -50,7 +51,7 @@ ui.show_flash()
 
 all_kpis: list[ui.KPI] = []
 with ui.friendly_errors():
-    all_kpis = store.list_kpis(include_archived=True)
+    all_kpis = store.list_kpis(include_archived=True, actor=me.actor)
 all_tags = sorted({t for k in all_kpis for t in k.tags})
 
 with st.container(border=True):
@@ -67,7 +68,10 @@ with st.container(border=True):
 listed: list[ui.KPI] = []
 with ui.friendly_errors():
     listed = store.list_kpis(
-        search=search or None, tag=None if tag == "All tags" else tag, include_archived=archived
+        search=search or None,
+        tag=None if tag == "All tags" else tag,
+        include_archived=archived,
+        actor=me.actor,
     )
 
 
@@ -249,7 +253,7 @@ def query_section(prefix: str, kpi: ui.KPI | None, errors: Errors) -> Spec:
     """The data source and the SQL."""
     sources: list[str] = []
     with ui.friendly_errors():
-        sources = [s.name for s in store.data_sources()]
+        sources = [s.name for s in store.data_sources(actor=me.actor)]
     st.markdown("##### How it is computed")
     if not sources:
         st.warning("There are no data sources yet.", icon=":material/database:")
@@ -440,7 +444,7 @@ def conflict_rows(mine: Spec, opened: Spec, theirs: Spec, base: int, version: in
 
 def conflict_panel(kpi_id: int, mine: Spec, prefix: str, base: int) -> None:
     """Both versions side by side after a conflicting save; nothing is overwritten."""
-    theirs = store.get_kpi(kpi_id)
+    theirs = store.get_kpi(kpi_id, actor=me.actor)
     st.error(
         f"Not saved: {ui.md(theirs.updated_by)} saved version {theirs.version} of this KPI "
         f"{ui.time_ago(theirs.updated_at)}, after you opened version {base}. "
@@ -449,7 +453,7 @@ def conflict_panel(kpi_id: int, mine: Spec, prefix: str, base: int) -> None:
         icon=":material/sync_problem:",
     )
     theirs_spec = theirs.spec().model_dump(mode="json")
-    opened = store.get_kpi(kpi_id, base).spec().model_dump(mode="json")
+    opened = store.get_kpi(kpi_id, base, actor=me.actor).spec().model_dump(mode="json")
     rows = conflict_rows(mine, opened, theirs_spec, base, theirs.version)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     if st.button(
@@ -466,6 +470,8 @@ def conflict_panel(kpi_id: int, mine: Spec, prefix: str, base: int) -> None:
 
 def create_form() -> None:
     st.subheader("New KPI", divider="gray")
+    if ui.locked(ui.Role.EDITOR, "create KPIs"):
+        return
     nonce = st.session_state.setdefault("kp_new_nonce", 0)
     prefix = f"kf_new_{nonce}"
     spec = definition_form(prefix, None, ui.remembered_errors(prefix))
@@ -517,9 +523,21 @@ with actions:
     with row:
         ui.kpi_link(kpi.id, "Run", ui.Page.RUN, ":material/play_arrow:")
         ui.kpi_link(kpi.id, "History", ui.Page.HISTORY, ":material/timeline:")
-    if row.button(archive_label, key="kp_archive", icon=":material/archive:"):
+    if row.button(
+        archive_label,
+        key="kp_archive",
+        icon=":material/archive:",
+        disabled=not me.may(ui.Role.EDITOR),
+        help=me.refusal(ui.Role.EDITOR, f"{archive_label.lower()} KPIs"),
+    ):
         ui.ask_to_confirm("kp_confirm", ("archive", kpi.id))
-    if row.button("Delete", key="kp_delete", icon=":material/delete:"):
+    if row.button(
+        "Delete",
+        key="kp_delete",
+        icon=":material/delete:",
+        disabled=not me.may(ui.Role.ADMIN),
+        help=me.refusal(ui.Role.ADMIN, "delete KPIs"),
+    ):
         ui.ask_to_confirm("kp_confirm", ("delete", kpi.id))
 
 
@@ -554,12 +572,15 @@ if asked and asked[1] == kpi.id:
     if ui.confirmed("kp_confirm", asked, question, yes, icon):
         ui.act(f"{what} a KPI", lambda actor: change_status(what, actor), done=lambda m: m)
 
-if is_archived:
-    st.info(
-        "This KPI is archived: it is read-only and hidden from the overview. "
-        "Unarchive it to edit or run it.",
-        icon=":material/archive:",
-    )
+if is_archived or not me.may(ui.Role.EDITOR):
+    if is_archived:
+        st.info(
+            "This KPI is archived: it is read-only and hidden from the overview. "
+            "Unarchive it to edit or run it.",
+            icon=":material/archive:",
+        )
+    else:
+        ui.locked(ui.Role.EDITOR, "edit KPIs")
     ui.facts_grid(
         {"Data source": kpi.data_source, "Owner": kpi.owner, "Description": kpi.description},
         columns=3,
@@ -574,7 +595,7 @@ if base != kpi.version and f"{prefix}_conflict" not in st.session_state:
         icon=":material/info:",
     )
 
-opened_kpi = kpi if base == kpi.version else store.get_kpi(kpi.id, base)
+opened_kpi = kpi if base == kpi.version else store.get_kpi(kpi.id, base, actor=me.actor)
 spec = definition_form(prefix, opened_kpi, ui.remembered_errors(prefix))
 note = st.text_input(
     "Change note",

@@ -9,13 +9,14 @@ import streamlit as st
 import kpi_ui as ui
 
 store = ui.get_store()
+me = ui.viewer()
 
 st.title("Overview")
 ui.show_flash()
 
 kpis: list[ui.KPI] = []
 with ui.friendly_errors():
-    kpis = store.list_kpis()
+    kpis = store.list_kpis(actor=me.actor)
 
 if not kpis:
     st.info(
@@ -26,7 +27,13 @@ if not kpis:
     c1, c2, _ = st.columns([1, 1, 3])
     with c1:
         ui.link(ui.Page.KPIS, "Create a KPI", ":material/add_circle:")
-    if c2.button("Load the demo", icon=":material/storefront:", key="ov_demo"):
+    if c2.button(
+        "Load the demo",
+        icon=":material/storefront:",
+        key="ov_demo",
+        disabled=not me.may(ui.Role.ADMIN),
+        help=me.refusal(ui.Role.ADMIN, "load the demo"),
+    ):
         ui.act(
             "load the demo",
             lambda actor: store.install_demo(actor=actor),
@@ -56,8 +63,9 @@ run_all = c3.button(
     icon=":material/play_circle:",
     key="ov_run_all",
     width="stretch",
-    disabled=not shown,
-    help="Queue every KPI shown, with its default parameters, in the background.",
+    disabled=not shown or not me.may(ui.Role.RUNNER),
+    help=me.refusal(ui.Role.RUNNER, "run KPIs")
+    or "Queue every KPI shown, with its default parameters, in the background.",
 )
 
 
@@ -82,7 +90,7 @@ batch_id = st.session_state.get("ov_batch")
 def batch_progress() -> None:
     if not batch_id:
         return
-    progress = store.batch_progress(batch_id)
+    progress = store.batch_progress(batch_id, actor=me.actor)
     finished, ok = len(progress.finished), progress.succeeded
     if not progress.done:
         st.progress(
@@ -117,7 +125,7 @@ if not shown:
 
 recent: dict[int, list[ui.Execution]] = {}
 with ui.friendly_errors():
-    recent = store.latest_runs([k.id for k in shown], per_kpi=20)
+    recent = store.latest_runs([k.id for k in shown], per_kpi=20, actor=me.actor)
 
 counts = store.rag_counts(shown, recent)
 s = st.columns(4)

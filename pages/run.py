@@ -11,6 +11,7 @@ import streamlit as st
 import kpi_ui as ui
 
 store = ui.get_store()
+me = ui.viewer()
 
 st.title("Run KPIs")
 st.caption(
@@ -21,7 +22,7 @@ ui.show_flash()
 
 kpis: list[ui.KPI] = []
 with ui.friendly_errors():
-    kpis = store.list_kpis()
+    kpis = store.list_kpis(actor=me.actor)
 by_id = {k.id: k for k in kpis}
 
 if not kpis:
@@ -71,11 +72,21 @@ if chosen:
         )
 
 buttons = st.container(horizontal=True)
+may_run = me.may(ui.Role.RUNNER)
 run_now = buttons.button(
-    "Run now", type="primary", icon=":material/play_arrow:", disabled=not chosen, key="rn_now"
+    "Run now",
+    type="primary",
+    icon=":material/play_arrow:",
+    disabled=not chosen or not may_run,
+    key="rn_now",
+    help=me.refusal(ui.Role.RUNNER, "run KPIs"),
 )
 run_bg = buttons.button(
-    "Run in background", icon=":material/schedule_send:", disabled=not chosen, key="rn_bg"
+    "Run in background",
+    icon=":material/schedule_send:",
+    disabled=not chosen or not may_run,
+    key="rn_bg",
+    help=me.refusal(ui.Role.RUNNER, "run KPIs"),
 )
 
 
@@ -186,7 +197,7 @@ def outcome_rows(progress: Any, refused: list[dict[str, Any]]) -> list[dict[str,
 
 def batch_outcome(batch_id: str, refused: list[dict[str, Any]], key: str) -> None:
     """Each KPI's outcome in a batch; "re-run the failed ones" once everything finished."""
-    progress = store.batch_progress(batch_id)
+    progress = store.batch_progress(batch_id, actor=me.actor)
     failed = progress.failed
     st.markdown(f"**Batch `{batch_id[:8]}`** · {progress.total + len(refused)} KPI(s)")
     st.progress(
@@ -201,8 +212,10 @@ def batch_outcome(batch_id: str, refused: list[dict[str, Any]], key: str) -> Non
         column_config={"Run": st.column_config.LinkColumn("Drill-down", display_text="Open")},
     )
     label = f"Re-run the {len(failed)} failed one(s)"
-    if failed and progress.done and st.button(label, icon=":material/replay:", key=f"{key}_rerun"):
-        rerun = store.failed_rerun(batch_id)
+    if not (failed and progress.done and may_run):
+        return
+    if st.button(label, icon=":material/replay:", key=f"{key}_rerun"):
+        rerun = store.failed_rerun(batch_id, actor=me.actor)
 
         def queued_again(batch: ui.BatchResult) -> str:
             remember_batch(batch, now=False)
@@ -226,7 +239,7 @@ def last_request() -> None:
     st.subheader("Result", divider="gray")
     with ui.friendly_errors():
         if "runs" in last:
-            for execution in store.runs(last["runs"]):
+            for execution in store.runs(last["runs"], actor=me.actor):
                 run_summary(execution)
         else:
             batch_outcome(last["batch"], last.get("refused", []), "rn_batch")
@@ -267,7 +280,9 @@ def job_row(job: ui.Execution, expected: int | None) -> None:
         c[3].caption(f"Attempt {max(job.attempts, 1)} of {job.max_retries + 1}")
         if job.cancel_requested:
             c[4].caption("Cancelling…")
-        elif c[4].button("Cancel", key=f"rn_cancel_{job.id}", icon=":material/stop_circle:"):
+        elif me.may_cancel(job) and c[4].button(
+            "Cancel", key=f"rn_cancel_{job.id}", icon=":material/stop_circle:"
+        ):
             ui.act("cancel a run", lambda actor: store.cancel(job.id, actor))
 
 
@@ -300,7 +315,7 @@ def job_monitor() -> None:
     st.subheader("Job monitor", divider="gray")
     board = None
     with ui.friendly_errors():
-        board = store.job_board()  # one read, however many jobs run
+        board = store.job_board(actor=me.actor)  # one read, however many jobs run
     if board is None:
         return
     if not board.active:
@@ -317,3 +332,39 @@ def job_monitor() -> None:
 
 
 job_monitor()
+
+# -- my runs ----------------------------------------------------------------------------------
+
+
+@st.fragment(run_every=dt.timedelta(seconds=5))
+def my_runs() -> None:
+    if not me.actor:
+        return
+    st.subheader("My runs", divider="gray")
+    mine: list[ui.Execution] = []
+    with ui.friendly_errors():
+        mine = store.executions(requested_by=me.actor, limit=20, actor=me.actor)
+    if not mine:
+        st.caption("You have not run anything yet.")
+        return
+    rows = [
+        {
+            "Run": r.id,
+            "KPI": kpi_name(r.kpi_id),
+            "Status": ui.status_label(r.status),
+            "Value": ui.format_value(r.value, kpi_unit(r.kpi_id)),
+            "Parameters": ui.format_params(r.params),
+            "Asked": ui.time_ago(r.created_at),
+            "Open": ui.run_url(r.id),
+        }
+        for r in mine
+    ]
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        column_config={"Open": st.column_config.LinkColumn("Drill-down", display_text="Open")},
+    )
+
+
+my_runs()

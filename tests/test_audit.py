@@ -161,13 +161,13 @@ def test_audit_log_filters_by_kpi_actor_and_action(store, busy_log):
     a, b = busy_log
     assert [e.details.get("version") for e in store.audit_log(kpi_id=a.id)] == [4, 3, 2, 1]
     assert {e.kpi_id for e in store.audit_log(kpi_id=b.id)} == {b.id}
-    assert [e.action for e in store.audit_log(actor="carol")] == ["ARCHIVE", "UPDATE"]
+    assert [e.action for e in store.audit_log(person="carol")] == ["ARCHIVE", "UPDATE"]
     assert len(store.audit_log(action="UPDATE")) == 3
     assert len(store.audit_log(action="update")) == 3
-    assert [e.actor for e in store.audit_log(kpi_id=a.id, actor="alice", action="UPDATE")] == [
+    assert [e.actor for e in store.audit_log(kpi_id=a.id, person="alice", action="UPDATE")] == [
         "alice"
     ]
-    assert store.audit_log(actor="nobody") == []
+    assert store.audit_log(person="nobody") == []
 
 
 def test_audit_log_limit_keeps_the_newest(store, busy_log):

@@ -63,7 +63,7 @@ def test_batch_of_good_broken_and_unknown_kpis(
     stored = store.executions(batch_id=result.batch_id)
     assert sorted(run.id for run in stored) == sorted(run.id for run in result.executions)
     assert all(run.requested_by == "batcher" for run in stored)
-    assert len(store.audit_log(action="EXECUTE", actor="batcher")) == 3
+    assert len(store.audit_log(action="EXECUTE", person="batcher")) == 3
 
 
 def test_batch_params_reach_only_the_kpis_that_declare_them(

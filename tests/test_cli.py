@@ -30,7 +30,8 @@ HELP_OPTIONS = {
     "run": ["KPI", "--param", "--timeout", "--background"],
     "export": ["EXECUTION", "-o", "--excel"],
     "history": ["KPI"],
-    "audit": ["--kpi", "--actor", "--action", "--limit", "--verify"],
+    "audit": ["--kpi", "--person", "--action", "--limit", "--verify"],
+    "people": ["--add", "--set", "--name", "--role", "--source", "--all-sources"],
     "worker": ["--concurrency"],
     "cancel": ["EXECUTION"],
 }
@@ -392,13 +393,13 @@ def test_audit_lists_and_filters(demo_url: str, capsys: pytest.CaptureFixture[st
     assert all(row.split()[4] == "EXECUTE" and row.split()[5] == "2" for row in rows)
 
     code, out, _ = run_main(
-        capsys, demo_url, "audit", "--actor", "cli-tester", "--action", "create", "--limit", "3"
+        capsys, demo_url, "audit", "--person", "CLI-TEST", "--action", "create", "--limit", "3"
     )
     assert code == 0
     rows = [line.split() for line in out.splitlines()[2:]]
     assert [(row[3], row[4]) for row in rows] == [("cli-tester", "CREATE")] * 3
 
-    code, out, _ = run_main(capsys, demo_url, "audit", "--actor", "nobody")
+    code, out, _ = run_main(capsys, demo_url, "audit", "--person", "nobody")
     assert (code, out.strip()) == (0, "No audit entries match.")
 
 

@@ -425,7 +425,7 @@ def test_execute_records_the_run_and_an_execute_audit_entry(
 
 def test_failed_runs_are_audited_too(store: KPIStore, add_kpi: Callable[..., int]) -> None:
     run = store.execute(add_kpi("SELECT x FROM missing"), actor="carol")
-    (entry,) = store.audit_log(action="EXECUTE", actor="carol")
+    (entry,) = store.audit_log(action="EXECUTE", person="carol")
     assert entry.details["status"] == "failed"
     assert entry.details["error"] == run.error
 

@@ -92,10 +92,15 @@ def test_the_settings_cover_each_type_a_variable_can_have() -> None:
     assert {type(f.default) for f in _fields()} == {bool, int, float, str}
 
 
+def _good(item: dataclasses.Field[Any]) -> list[tuple[str, Any]]:
+    choices = item.metadata["choices"]
+    return [(c, c) for c in choices] if choices else GOOD[type(item.default)]
+
+
 @pytest.mark.parametrize("item", _fields(), ids=lambda f: f.metadata["env"])
 def test_each_variable_is_parsed_to_its_type(item: dataclasses.Field[Any]) -> None:
     variable, kind = item.metadata["env"], type(item.default)
-    for raw, expected in GOOD[kind]:
+    for raw, expected in _good(item):
         parsed = getattr(Settings.from_env({variable: f" {raw} "}), item.name)
         assert parsed == expected and type(parsed) is kind, (variable, raw, parsed)
         others = {f.name: getattr(Settings(), f.name) for f in _fields() if f is not item}
@@ -104,14 +109,14 @@ def test_each_variable_is_parsed_to_its_type(item: dataclasses.Field[Any]) -> No
 
 @pytest.mark.parametrize(
     "item",
-    [f for f in _fields() if type(f.default) in BAD],
+    [f for f in _fields() if type(f.default) in BAD or f.metadata["choices"]],
     ids=lambda f: f.metadata["env"],
 )
 def test_a_bad_value_is_refused_with_a_message_naming_the_variable(
     item: dataclasses.Field[Any],
 ) -> None:
     variable = item.metadata["env"]
-    bad = BAD[type(item.default)]
+    bad = BAD.get(type(item.default), "nonsense")
     with pytest.raises(ValueError) as raised:
         Settings.from_env({variable: bad})
     assert variable in str(raised.value)

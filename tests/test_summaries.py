@@ -72,7 +72,7 @@ def test_page_csv_holds_exactly_that_page(store, kpi_spec):
 
 def test_audit_csv_lists_the_given_entries(store, kpi_spec):
     store.create_kpi(kpi_spec(), "ann")
-    entries = store.audit_log(actor="ann")
+    entries = store.audit_log(person="ann")
 
     data = store.audit_csv(entries, actor="tester")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from ui_helpers import ACTOR, no_exception, open_app, sqlite_url, texts
+from ui_helpers import RECORDED, no_exception, open_app, sqlite_url, texts
 
 
 def test_empty_state(app_store):
@@ -22,7 +22,7 @@ def test_add_a_data_source_after_testing_it(app_store, sales_db):
     assert "Data source 'sales' added: connection works." in texts(at.success)
     assert [s.name for s in app_store.data_sources()] == ["sales"]
     assert list(at.dataframe[0].value["Name"]) == ["sales"]
-    assert app_store.data_sources()[0].created_by == ACTOR
+    assert app_store.data_sources()[0].created_by == RECORDED
 
 
 def test_unreachable_source_is_refused_with_the_reason(app_store, tmp_path):
@@ -80,7 +80,7 @@ def test_upload_a_csv_into_a_new_table(app_store, sales_db):
     connection.close()
     assert rows == [("North", 1200.5), ("South", 980.0)]
     entry = app_store.audit_log(action="DATA_UPLOAD")[0]
-    assert entry.actor == ACTOR and entry.details == {"table": "budget_2025", "rows": 2}
+    assert entry.actor == RECORDED and entry.details == {"table": "budget_2025", "rows": 2}
 
 
 def test_upload_into_an_existing_table_is_refused(app_store, sales_db):

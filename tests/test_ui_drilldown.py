@@ -8,7 +8,7 @@ import re
 
 import pytest
 from ui_helpers import (
-    ACTOR,
+    RECORDED,
     all_text,
     clean_kpi_spec,
     metrics,
@@ -161,7 +161,7 @@ def test_download_of_every_row_matches_the_store(demo_store, detail_run):
     ]
     assert [r[0] for r in rows[1:]] == [str(r[0]) for r in stored]
     [entry] = demo_store.audit_log(action="EXPORT")
-    assert entry.actor == ACTOR and entry.details["rows"] == detail_run.row_count
+    assert entry.actor == RECORDED and entry.details["rows"] == detail_run.row_count
     # The link works once.
     assert fetch(None, href)[0] == 410
     assert len(demo_store.audit_log(action="EXPORT")) == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ui_helpers import ACTOR, metrics, no_exception, open_app, texts
+from ui_helpers import RECORDED, metrics, no_exception, open_app, texts
 
 
 @pytest.fixture()
@@ -55,7 +55,7 @@ def test_restore_asks_then_saves_a_new_version(demo_store, orders):
     restored = demo_store.get_kpi(orders.id)
     assert (restored.version, restored.target) == (3, 18_500.0)
     assert "Version 1 restored as version 3." in texts(at.success)
-    assert demo_store.kpi_versions(orders.id)[0].changed_by == ACTOR
+    assert demo_store.kpi_versions(orders.id)[0].changed_by == RECORDED
 
 
 def test_compare_two_runs_side_by_side(demo_store, orders):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ui_helpers import ACTOR, all_text, no_exception, open_app, sqlite_url, texts
+from ui_helpers import RECORDED, all_text, no_exception, open_app, sqlite_url, texts
 
 NEW = "kf_new_0"
 
@@ -45,7 +45,7 @@ def test_create_a_kpi_through_the_form(app_store, sales_db):
     no_exception(at)
     assert "KPI 'Sales since' created (version 1)." in texts(at.success)
     [kpi] = app_store.list_kpis()
-    assert kpi.created_by == ACTOR
+    assert kpi.created_by == RECORDED
     assert kpi.tags == ["sales", "weekly"]
     assert kpi.parameters[0].type == "date" and str(kpi.parameters[0].default) == "2025-01-03"
     assert kpi.target == 250.0 and kpi.unit == "$"
@@ -128,7 +128,7 @@ def test_edit_saves_a_new_version_with_a_note(demo_store):
     no_exception(at)
     assert "Saved version 2 of 'Orders'." in texts(at.success)
     latest = demo_store.kpi_versions(kpi.id)[0]
-    assert (latest.version, latest.note, latest.changed_by) == (2, "New yearly goal", ACTOR)
+    assert (latest.version, latest.note, latest.changed_by) == (2, "New yearly goal", RECORDED)
     assert demo_store.get_kpi(kpi.id).target == 20000.0
     # The form now edits version 2.
     assert at.number_input(key=f"kf_{kpi.id}_v2_target").value == 20000.0

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from ui_helpers import ACTOR, clean_kpi_spec, metrics, no_exception, open_app, sqlite_url, texts
+from ui_helpers import (
+    RECORDED,
+    clean_kpi_spec,
+    metrics,
+    no_exception,
+    open_app,
+    sqlite_url,
+    texts,
+)
 
 
 def kpi_named(store, name):
@@ -42,7 +50,7 @@ def test_run_now_shows_the_result_and_a_drilldown_link(demo_store):
     no_exception(at)
     [run] = demo_store.executions(kpi_id=orders.id)
     assert run.status == "success" and run.params["region"] == "North"
-    assert run.requested_by == ACTOR
+    assert run.requested_by == RECORDED
     values = metrics(at)
     assert values["Value"] == f"{run.value:,.0f} orders"
     assert values["Rows"] == "1"

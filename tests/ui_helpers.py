@@ -32,7 +32,8 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from kpi_store import KPIStore  # noqa: E402
 
 DASHBOARD = str(ROOT / "dashboard.py")
-ACTOR = "Tess Tester"
+ACTOR = "Tess Tester"  # the name typed in the demo mode's sidebar box
+RECORDED = "Tess Tester (unverified)"  # how the store records it: not a verified identity
 TIMEOUT_S = 60
 
 
