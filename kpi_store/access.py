@@ -186,7 +186,8 @@ def allowed(role: Role, **where: Any) -> Callable[[F], F]:
                 bound.apply_defaults()
                 if rule.kpis and not isinstance(bound.arguments[rule.kpis], (list, tuple)):
                     bound.arguments[rule.kpis] = list(bound.arguments[rule.kpis])
-                self._guard.check(rule, method.__name__, bound.arguments)
+                principal = self._guard.check(rule, method.__name__, bound.arguments)
+                bound.arguments[rule.actor] = principal.actor  # the email, as stored
                 args, kwargs = bound.args[1:], bound.kwargs
             return method(self, *args, **kwargs)
 
