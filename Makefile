@@ -44,7 +44,7 @@ $(DEV_STAMP): requirements.txt requirements-dev.txt
 install: $(DEV_STAMP)
 
 run: $(RUN_STAMP)
-	$(PY) -m kpi_store demo
+	$(PY) -m kpi_store demo || echo "make run: the demo data was not loaded (see the message above); starting the dashboard anyway."
 	$(PY) -m streamlit run dashboard.py --server.port $(PORT)
 
 test: $(DEV_STAMP)

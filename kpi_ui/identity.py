@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import streamlit as st
 import streamlit.components.v1 as components
 
-from kpi_store import Execution, KPIStore, PermissionDeniedError, Role
+from kpi_store import Execution, KPIStore, KPIStoreError, Role
 from kpi_store.access import may_touch_run
 
 from .messages import md
@@ -106,7 +106,7 @@ def _signed_in_viewer(store: KPIStore) -> Viewer | None:
         st.session_state["_kpi_refusal"] = ""
         return None
     email = str(st.user.get("email") or "")
-    if st.user.get("email_verified") is False:
+    if str(st.user.get("email_verified", "")).strip().lower() == "false":
         st.session_state["_kpi_refusal"] = (
             f"Your sign-in provider has not verified the email {email}, so KPI Desk cannot "
             "tell that it is yours. Verify it with your provider, then sign in again."
@@ -114,7 +114,7 @@ def _signed_in_viewer(store: KPIStore) -> Viewer | None:
         return None
     try:
         person = store.sign_in(email, str(st.user.get("name") or ""))
-    except (PermissionDeniedError, ValueError) as refused:
+    except KPIStoreError as refused:  # refused, deactivated, or no usable email claim
         st.session_state["_kpi_refusal"] = str(refused)
         return None
     return Viewer(actor=person.email, label=person.label, role=person.role, signed_in=True)

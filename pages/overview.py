@@ -18,6 +18,13 @@ kpis: list[ui.KPI] = []
 with ui.friendly_errors():
     kpis = store.list_kpis(actor=me.actor)
 
+if not kpis and not me.may(ui.Role.EDITOR):
+    st.info(
+        "There are no KPIs open to you yet. An editor or an admin can add them, or give you "
+        "access to their data sources.",
+        icon=":material/lightbulb:",
+    )
+    st.stop()
 if not kpis:
     st.info(
         "No KPIs yet. Define your first KPI, or load the demo: a small retail warehouse "
