@@ -4,6 +4,7 @@ every page runs inside (who is acting lives in ``identity``)."""
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 import runpy
@@ -53,6 +54,9 @@ _OPEN_STORES: dict[str, KPIStore] = {}  # the stores _store_for made, for non-pa
 def _store_for(url: str) -> KPIStore:
     store = KPIStore(url)
     _OPEN_STORES[url] = store
+    # Everything loaded so far (Streamlit, pandas, the store) lives as long as the
+    # process: keep it out of the collector's full passes, which otherwise walk it all.
+    gc.freeze()
     return store
 
 
@@ -140,5 +144,11 @@ def navigation(role: Role = Role.ADMIN) -> Any:
 
 
 def gate_navigation(gate: Any) -> Any:
-    """The navigation of a visitor who must sign in first: one page, whatever the URL."""
-    return st.navigation([st.Page(gate, title="Sign in", url_path="sign-in")], position="hidden")
+    """The navigation of a visitor who must sign in first: the gate at every page's
+    address, so a shared link (/kpis) or a click in a page left open leads to it, not to
+    a "Page not found" dialog over "Sign in"."""
+    pages = [
+        st.Page(gate, title="Sign in", url_path=page.value, default=page == Page.OVERVIEW)
+        for page in Page
+    ]
+    return st.navigation(pages, position="hidden")

@@ -88,12 +88,28 @@ def unverified(name: str) -> str:
 def identify(store: KPIStore) -> Viewer | None:
     """The viewer of this click, or None when they must sign in (or were refused): then
     ``gate_page`` is what to show instead of the app."""
-    who = _signed_in_viewer(store) if store.settings.auth_on else _demo_viewer()
+    if store.settings.auth_on:
+        who = _signed_in_viewer(store)
+    else:
+        if ACTOR_KEY not in st.session_state:  # a new session: the name this browser kept
+            st.session_state[ACTOR_KEY] = _remembered_name()
+        who = _demo_viewer()
     if who is not None:
         st.session_state[_VIEWER_KEY] = who
     else:
         st.session_state.pop(_VIEWER_KEY, None)
     return who
+
+
+def recheck(store: KPIStore) -> Viewer:
+    """For a fragment, which reruns without the app: look the person up again, and rerun
+    the whole app when they were deactivated or given another role meanwhile, so they are
+    held to it at this click too."""
+    before = viewer()
+    now = identify(store)
+    if now != before:
+        st.rerun(scope="app")
+    return before
 
 
 def _demo_viewer() -> Viewer:
@@ -149,8 +165,6 @@ def identity_sidebar(who: Viewer) -> None:
 
 
 def _name_box() -> None:
-    if ACTOR_KEY not in st.session_state:
-        st.session_state[ACTOR_KEY] = _remembered_name()
     st.text_input(
         "Your name",
         key=ACTOR_KEY,
