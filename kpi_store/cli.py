@@ -154,8 +154,15 @@ def cmd_run(store: KPIStore, args: argparse.Namespace) -> int:
 
 
 def cmd_export(store: KPIStore, args: argparse.Namespace) -> int:
-    count = store.export_csv(args.execution, args.output, args.actor, excel=args.excel)
-    print(f"Wrote {count} row(s) of run {args.execution} to {args.output}")
+    from .exports import format_for
+
+    kind = args.format or format_for(args.output)
+    if args.excel and kind != "csv":
+        raise ValidationError(f"--excel applies to CSV only, not {kind}.")
+    count = store.export_file(
+        args.execution, args.output, args.actor, format=kind, excel=args.excel
+    )
+    print(f"Wrote {count} row(s) of run {args.execution} to {args.output} ({kind})")
     return EXIT_OK
 
 
@@ -325,10 +332,18 @@ def _kpi_commands(command: Callable[[str, Any, str], argparse.ArgumentParser]) -
     sub.add_argument("--timeout", metavar="S", type=float, help="time limit in seconds")
     sub.add_argument("--background", action="store_true", help="queue it for a worker")
 
-    sub = command("export", cmd_export, "write every row of a successful run to a CSV file")
+    sub = command(
+        "export", cmd_export, "write every row of a successful run to CSV, XLSX or Parquet"
+    )
     sub.add_argument("execution", metavar="EXECUTION", type=int, help="run (execution) id")
-    sub.add_argument("-o", "--output", metavar="FILE.csv", required=True, help="output file")
-    sub.add_argument("--excel", action="store_true", help="BOM and formula-safe text cells")
+    sub.add_argument("-o", "--output", metavar="FILE", required=True, help="output file")
+    sub.add_argument(
+        "--format",
+        choices=("csv", "xlsx", "parquet"),
+        default=None,
+        help="file format (default: from the extension .csv, .xlsx or .parquet; else csv)",
+    )
+    sub.add_argument("--excel", action="store_true", help="CSV only: BOM and formula-safe text")
 
     sub = command("history", cmd_history, "a KPI's versions and recent runs")
     sub.add_argument("kpi", metavar="KPI", help="KPI id or exact name")

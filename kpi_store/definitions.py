@@ -9,13 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError as PydanticValidationError
 
 from . import audit, db
 from . import datasources as sources
-from .errors import ExecutionError, NotFoundError, ValidationError, VersionConflictError
+from .errors import (
+    ExecutionError,
+    KPIStoreError,
+    NotFoundError,
+    ValidationError,
+    VersionConflictError,
+)
 from .models import (
     KPI,
     SPEC_FIELDS,
@@ -25,7 +33,9 @@ from .models import (
 from .schema import kpi_definition_history as history
 from .schema import kpi_definitions as table
 from .schema import kpi_execution_results as executions
+from .source_schema import PROBE_TIMEOUT_S, ProbeFailed, result_columns
 from .validation import (
+    check_date_ranges,
     check_parameters_match,
     check_read_only_sql,
     checked_note,
@@ -33,7 +43,7 @@ from .validation import (
     placeholders,
     sqlglot_dialect,
 )
-from .vocabulary import KPIStatus
+from .vocabulary import Aggregation, KPIStatus
 
 _JSON_FIELDS = ("parameters", "tags")
 
@@ -47,7 +57,60 @@ def validate_spec(connection: sa.engine.Connection, data: KPISpec | dict[str, An
         raise ValidationError(str(error), {"data_source": str(error)}) from None
     tree = check_read_only_sql(spec.sql, sqlglot_dialect(sources.dialect_of(source.url)))
     check_parameters_match(spec, placeholders(tree))
+    try:
+        check_date_ranges(spec.parameters, {p.name: p.default for p in spec.parameters})
+    except ValidationError as error:
+        reason = str(error)
+        message = f"The defaults are the wrong way round: {reason[0].lower()}{reason[1:]}"
+        raise ValidationError(message, {"parameters": message}) from None
     return spec
+
+
+# Fields that decide which columns the query returns and which one holds the value.
+_COLUMN_FIELDS = ("data_source", "sql", "value_column", "aggregation")
+
+
+def check_value_column(
+    engine: sa.engine.Engine,
+    spec: KPISpec,
+    source_engines: sources.SourceEngines | None,
+    timeout_s: float = PROBE_TIMEOUT_S,
+) -> None:
+    """Refuse a value column the query does not return, learnt from the source itself.
+
+    The query runs read-only as ``SELECT * FROM (…) LIMIT 0`` with its parameters' defaults
+    (NULL where there is none), under ``timeout_s``: no row is read. When the columns
+    cannot be learnt (the query fails, the source does not answer in time) the definition
+    is refused too, saying why. Nothing to check without a value column, or when the
+    aggregation counts rows; nor without ``source_engines`` (the store's read-only engines).
+    """
+    if source_engines is None or spec.value_column is None:
+        return
+    if spec.aggregation == Aggregation.COUNT:
+        return
+    with db.read_tx(engine) as connection:
+        url = sources.connect_url(connection, spec.data_source)
+    try:
+        names = result_columns(source_engines.get(url), spec, timeout_s)
+    except ProbeFailed as failed:
+        reason = str(failed).rstrip(".")
+        message = (
+            f"The value column '{spec.value_column}' could not be checked against the "
+            f"query's result: {reason[0].lower() + reason[1:]}. Nothing was saved; fix the "
+            "query (Test query shows what it returns), or leave the value column empty."
+        )
+        field = "sql" if failed.query_failed else "value_column"
+        raise ValidationError(message, {field: message}) from None
+    except KPIStoreError as error:  # the source itself cannot be opened
+        message = f"The value column could not be checked: {error}"
+        raise ValidationError(message, {"value_column": message}) from None
+    if spec.value_column not in names:
+        listed = ", ".join(names) or "none"
+        message = (
+            f"The value column '{spec.value_column}' is not in the query's result "
+            f"(its columns: {listed})."
+        )
+        raise ValidationError(message, {"value_column": message})
 
 
 def _columns(spec: KPISpec) -> dict[str, Any]:
@@ -158,7 +221,20 @@ def _name_taken_as_validation() -> Iterator[None]:
         raise ValidationError(message, {"name": message}) from None
 
 
-def create(engine: sa.engine.Engine, data: KPISpec | dict[str, Any], actor: str) -> KPI:
+def create(
+    engine: sa.engine.Engine,
+    data: KPISpec | dict[str, Any],
+    actor: str,
+    *,
+    source_engines: sources.SourceEngines | None = None,
+) -> KPI:
+    """A new KPI at version 1; with ``source_engines``, its value column is checked
+    against the query's result first (outside the write transaction: a data source is
+    never waited on while the store is locked)."""
+    if source_engines is not None:
+        with db.read_tx(engine) as connection:
+            checked = validate_spec(connection, data)
+        check_value_column(engine, checked, source_engines)
     with _name_taken_as_validation(), db.write_tx(engine) as connection:
         spec = validate_spec(connection, data)
         _check_name_free(connection, spec.name, None)
@@ -216,6 +292,65 @@ def changed_fields(before: KPISpec, after: KPISpec) -> dict[str, dict[str, Any]]
     return {f: {"before": old[f], "after": new[f]} for f in SPEC_FIELDS if old[f] != new[f]}
 
 
+@dataclass(frozen=True)
+class EditOnTop:
+    """How an edit made on an older version lands on a newer one.
+
+    ``mine``: the fields the edit changed, with the edited values (as given); ``theirs``:
+    the fields changed between the version opened and the newer one; ``overlap``: fields
+    both changed, to different values. The edit can go on top when it changed something
+    and nothing overlaps: ``update(…, mine, expected_version=newer)``.
+    """
+
+    mine: dict[str, Any]
+    theirs: tuple[str, ...]
+    overlap: tuple[str, ...]
+
+    @property
+    def possible(self) -> bool:
+        return bool(self.mine) and not self.overlap
+
+
+def edit_on_top(opened: KPISpec, edited: KPISpec | dict[str, Any], newer: KPISpec) -> EditOnTop:
+    """Compare an edit of ``opened`` with ``newer`` (saved meanwhile), field by field.
+
+    Each edited field is read as the definition would store it (an edited value that is
+    not valid counts as changed), so "5" and 5, or " x " and "x", are the same value.
+    """
+    if isinstance(edited, KPISpec):
+        edited = edited.model_dump()
+    base = opened.model_dump()
+    before = opened.model_dump(mode="json")
+    after = newer.model_dump(mode="json")
+
+    def stored(field: str, value: Any) -> Any:
+        try:
+            spec = KPISpec.model_validate({**base, field: value})
+        except PydanticValidationError:
+            return _Unreadable()
+        return spec.model_dump(mode="json")[field]
+
+    mine: dict[str, Any] = {}
+    mine_stored: dict[str, Any] = {}
+    for field in SPEC_FIELDS:
+        if field in edited:
+            value = stored(field, edited[field])
+            if value != before[field]:
+                mine[field], mine_stored[field] = edited[field], value
+    theirs = tuple(changed_fields(opened, newer))
+    overlap = tuple(f for f in theirs if f in mine and mine_stored[f] != after[f])
+    return EditOnTop(mine=mine, theirs=theirs, overlap=overlap)
+
+
+class _Unreadable:
+    """An edited value that is not valid: equal to nothing."""
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 def _check_editable(current: KPI, expected_version: int) -> None:
     if current.version != expected_version:
         raise VersionConflictError(
@@ -263,9 +398,23 @@ def update(
     note: str = "",
     *,
     action: str = audit.UPDATE,
+    source_engines: sources.SourceEngines | None = None,
 ) -> KPI:
-    """Save a new version made of the current one plus ``changes``."""
+    """Save a new version made of the current one plus ``changes``.
+
+    With ``source_engines``, a change to the query, its data source, the value column or
+    the aggregation is checked against the query's result first (``check_value_column``).
+    """
     note = checked_note(note)  # NUL, invalid text and length refused with a clear message
+    if source_engines is not None:
+        with db.read_tx(engine) as connection:
+            current = to_kpi(require_kpi(connection, kpi_id))
+            _check_editable(current, expected_version)
+            merged = current.spec().model_dump()
+            merged.update(_checked_changes(changes))
+            spec = validate_spec(connection, merged)
+        if set(changed_fields(current.spec(), spec)) & set(_COLUMN_FIELDS):
+            check_value_column(engine, spec, source_engines)
     with _name_taken_as_validation(), db.write_tx(engine) as connection:
         current = to_kpi(require_kpi(connection, kpi_id))
         _check_editable(current, expected_version)

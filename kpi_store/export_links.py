@@ -1,4 +1,4 @@
-"""Short-lived download tokens for streaming a run's CSV over HTTP.
+"""Short-lived download tokens for streaming a run's rows (CSV, XLSX, Parquet) over HTTP.
 
 A page asks the store for a link (``KPIStore.export_link``); the token in it names one
 run, the person who asked and whether the CSV is for Excel. It is kept in the memory of
@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 LINK_TTL_S = 300.0
 MAX_LIVE_TOKENS = 10_000
@@ -29,6 +30,9 @@ class ExportGrant:
     actor: str
     excel: bool
     expires_at: float  # time.monotonic() of this process
+    sort: tuple[Any, ...] = ()  # the view the link exports: its sort and filters
+    filters: tuple[Any, ...] = ()
+    format: str = "csv"  # csv, xlsx or parquet
 
 
 class ExportTokens:
@@ -42,7 +46,15 @@ class ExportTokens:
         self._grants: dict[str, ExportGrant] = {}
         self._lock = threading.Lock()
 
-    def issue(self, execution_id: int, actor: str, excel: bool) -> ExportGrant:
+    def issue(
+        self,
+        execution_id: int,
+        actor: str,
+        excel: bool,
+        sort: tuple[Any, ...] = (),
+        filters: tuple[Any, ...] = (),
+        format: str = "csv",
+    ) -> ExportGrant:
         now = self._clock()
         grant = ExportGrant(
             token=secrets.token_urlsafe(24),
@@ -50,6 +62,9 @@ class ExportTokens:
             actor=actor,
             excel=excel,
             expires_at=now + self.ttl_s,
+            sort=sort,
+            filters=filters,
+            format=format,
         )
         with self._lock:
             self._forget_expired(now)

@@ -170,3 +170,35 @@ kpi_execution_result_rows = sa.Table(
     sa.Column("row_data", sa.Text, nullable=False),
     sqlite_with_rowid=False,
 )
+
+kpi_result_views = sa.Table(
+    "kpi_result_views",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "execution_id",
+        sa.Integer,
+        sa.ForeignKey("kpi_execution_results.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("spec_key", sa.String(64), nullable=False),  # sha256 of the sort and filters
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("row_count", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("uq_kpi_result_views_key", "execution_id", "spec_key", unique=True),
+    sqlite_autoincrement=True,
+)
+
+kpi_result_view_rows = sa.Table(
+    "kpi_result_view_rows",
+    metadata,
+    sa.Column(
+        "view_id",
+        sa.Integer,
+        sa.ForeignKey("kpi_result_views.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("position", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("row_number", sa.Integer, nullable=False),
+    sqlite_with_rowid=False,
+)

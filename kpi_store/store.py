@@ -12,7 +12,17 @@ import pathlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import audit, batches, db, definitions, integrity, keys, results, run_records, versions
+from . import (
+    audit,
+    batches,
+    db,
+    definitions,
+    integrity,
+    keys,
+    result_views,
+    run_records,
+    versions,
+)
 from . import datasources as sources
 from .access import Guard, allowed, unguarded, visible_kpis
 from .config import Settings
@@ -30,25 +40,26 @@ from .models import (
     Execution,
     KPISpec,
     KPIVersion,
-    ResultPage,
     VersionDiff,
 )
 from .querying import preview_rows
 from .queue import JobQueue, new_holder, process_worker_id
 from .runner import Runner
 from .runs import FinishedHook, RunLedger
+from .source_schema import TableInfo, read_schema
 from .store_people import PeopleAdmin
+from .store_results import ResultsDesk
 from .store_views import PageViews
 from .validation import bind_parameters, checked_actor
 from .vocabulary import KPIStatus, Role, RunMode
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 log = logging.getLogger(__name__)
 
 
-class KPIStore(PageViews, PeopleAdmin):
+class KPIStore(PageViews, ResultsDesk, PeopleAdmin):
     """KPI definitions, their versions and runs, stored in one SQL database.
 
     ``KPIStore()`` opens the database named by ``KPI_STORE_URL`` (default
@@ -79,6 +90,7 @@ class KPIStore(PageViews, PeopleAdmin):
             self.engine, self._key, keys.checkpoint_file(self.settings)
         )
         self._export_tokens = ExportTokens()
+        self._view_builder = result_views.ViewBuilder(self.engine)
         self._now_worker_id = process_worker_id("now")
         # A run whose process died must not stay "running" when no worker is around.
         self.ledger.recover_stale()
@@ -87,6 +99,7 @@ class KPIStore(PageViews, PeopleAdmin):
     def close(self) -> None:
         """Release every pooled connection (the store can be reopened later)."""
         self.active_runs.close()
+        self._view_builder.close()
         self.source_engines.dispose()
         self.engine.dispose()
 
@@ -123,6 +136,15 @@ class KPIStore(PageViews, PeopleAdmin):
         with db.read_tx(self.engine) as connection:
             return sources.get(connection, name)
 
+    @allowed(Role.EDITOR, source="data_source")
+    def source_schema(self, data_source: str, *, actor: str | None = None) -> list[TableInfo]:
+        """The source's tables and views with their columns and types, and row counts
+        where cheap (``source_schema.py``), read through its read-only engine. Editors'
+        (they write the SQL); no row is read but for a count."""
+        with db.read_tx(self.engine) as connection:
+            url = sources.connect_url(connection, data_source)
+        return read_schema(self.source_engines.get(url))
+
     # -- definitions ----------------------------------------------------------------
 
     @allowed(Role.EDITOR, spec="spec")
@@ -133,7 +155,8 @@ class KPIStore(PageViews, PeopleAdmin):
 
     @allowed(Role.EDITOR, spec="spec")
     def create_kpi(self, spec: KPISpec | dict[str, Any], actor: str) -> KPI:
-        return definitions.create(self.engine, spec, _actor(actor))
+        engines = self.source_engines  # the value column is checked against the result
+        return definitions.create(self.engine, spec, _actor(actor), source_engines=engines)
 
     @allowed(Role.EDITOR, kpi="kpi_id", spec="changes")
     def update_kpi(
@@ -146,7 +169,13 @@ class KPIStore(PageViews, PeopleAdmin):
     ) -> KPI:
         """Save a new version; raises VersionConflictError if ``expected_version`` is stale."""
         return definitions.update(
-            self.engine, kpi_id, changes, _actor(actor), expected_version, note
+            self.engine,
+            kpi_id,
+            changes,
+            _actor(actor),
+            expected_version,
+            note,
+            source_engines=self.source_engines,
         )
 
     @allowed(Role.EDITOR, kpi="kpi_id")
@@ -356,24 +385,6 @@ class KPIStore(PageViews, PeopleAdmin):
         audit.record(self.engine, actor=actor, action=audit.PREVIEW, details=details)
         return preview_rows(engine, spec.sql, bound, limit, timeout_s, self.settings)
 
-    # -- results --------------------------------------------------------------------
-
-    @allowed(Role.VIEWER, run="execution_id")
-    def result_page(
-        self, execution_id: int, page: int = 1, page_size: int = 50, *, actor: str | None = None
-    ) -> ResultPage:
-        """One page of a successful run's rows, fetched by row-number range."""
-        with db.read_tx(self.engine) as connection:
-            execution = run_records.get(connection, execution_id)
-            return results.page(connection, execution, page, page_size)
-
-    @allowed(Role.VIEWER, run="execution_id")
-    def result_frame(
-        self, execution_id: int, page: int = 1, page_size: int = 50, *, actor: str | None = None
-    ) -> pd.DataFrame:
-        """A page as a pandas DataFrame with dtypes from the column types."""
-        return results.frame(self.result_page(execution_id, page, page_size, actor=actor))
-
     # -- demo and uploads -----------------------------------------------------------
 
     @unguarded("a path from the settings; reads nothing")
@@ -392,13 +403,18 @@ class KPIStore(PageViews, PeopleAdmin):
         return install(self, _actor(actor))
 
     @allowed(Role.ADMIN, source="data_source")
-    def import_csv(self, data_source: str, table: str, file: Any, actor: str) -> int:
-        """Load a CSV file into a new table of a local SQLite data source."""
+    def import_csv(
+        self, data_source: str, table: str, file: Any, actor: str, replace: bool = False
+    ) -> int:
+        """Load a CSV file into a new table of a local SQLite data source; ``replace``
+        drops an existing table of that name first (in the same transaction)."""
         from .uploads import import_csv
 
         with db.read_tx(self.engine) as connection:
             source = sources.get(connection, data_source)
-        return import_csv(self.engine, self.source_folders, source, table, file, _actor(actor))
+        return import_csv(
+            self.engine, self.source_folders, source, table, file, _actor(actor), replace=replace
+        )
 
     # -- audit ----------------------------------------------------------------------
 

@@ -6,16 +6,12 @@ are plain functions in ``views.py``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from . import audit, db, results, run_records
-from .access import Guard, Rule, allowed, unguarded, visible_kpis
-from .errors import NotFoundError
-from .export_links import ExportGrant, ExportTokens
-from .models import KPI, AuditEntry, DataSource, Execution, ResultPage
-from .validation import checked_actor
+from . import db, run_records
+from .access import Guard, allowed, unguarded, visible_kpis
+from .models import KPI, DataSource, Execution
 from .views import (
     BatchProgress,
     JobBoard,
@@ -34,22 +30,14 @@ if TYPE_CHECKING:
 
 
 class PageViews:
-    """Exports (each audited with its actor), single-use links that stream a whole
-    result, and what pages used to compute: runs by id, RAG counts, page counts, upload
-    targets, batch progress, the job board."""
+    """What pages used to compute: runs by id, RAG counts, page counts, upload targets,
+    batch progress, the job board."""
 
     if TYPE_CHECKING:
         engine: sa.engine.Engine
-        _export_tokens: ExportTokens
         _guard: Guard
 
-        def _execution(self, execution_id: int) -> Execution: ...
-
         def data_sources(self, *, actor: str | None = None) -> list[DataSource]: ...
-
-        def result_page(
-            self, execution_id: int, page: int, page_size: int, *, actor: str | None = None
-        ) -> ResultPage: ...
 
     @allowed(Role.VIEWER)
     def runs(self, execution_ids: Iterable[int], *, actor: str | None = None) -> list[Execution]:
@@ -104,87 +92,3 @@ class PageViews:
             latest = run_records.latest(connection, kpi_ids, per_kpi=20) if kpi_ids else {}
             finished = run_records.listed(connection, limit=recent + len(active) + 5, kpis=kpis)
         return job_board(active, latest, finished, recent)
-
-    @allowed(Role.RUNNER, run="execution_id")
-    def export_link(self, execution_id: int, actor: str, excel: bool = False) -> ExportGrant:
-        """A single-use token, valid for a few minutes, to download every row of a
-        successful run as CSV over HTTP (``open_export``). Nothing is exported yet."""
-        actor = checked_actor(actor)
-        results.check_exportable(self._execution(execution_id))
-        return self._export_tokens.issue(execution_id, actor, excel)
-
-    @unguarded("the token's person is checked as a runner when it is redeemed")
-    def open_export(self, token: str) -> tuple[ExportGrant, Iterable[str]]:
-        """Redeem a download token: the EXPORT audit entry is written (with the name of
-        the person the link was made for), then the CSV is returned as text chunks of a
-        few thousand rows, read as they are sent. Raises NotFoundError for a token that
-        is unknown, used or expired."""
-        grant = self._export_tokens.redeem(token)
-        if grant is None:
-            raise NotFoundError("This download link has expired or was used already.")
-        if self._guard.settings.auth_on:
-            arguments = {"actor": grant.actor, "execution_id": grant.execution_id}
-            self._guard.check(Rule(Role.RUNNER, run="execution_id"), "open_export", arguments)
-        execution = self._execution(grant.execution_id)
-        chunks = results.csv_chunks(self.engine, execution, excel=grant.excel)
-        details = {"execution_id": execution.id, "rows": execution.row_count or 0}
-        self._exported(grant.actor, execution, {**details, "excel": grant.excel, "via": "link"})
-        return grant, chunks
-
-    @allowed(Role.RUNNER, run="execution_id")
-    def export_csv(
-        self,
-        execution_id: int,
-        dest: str | os.PathLike[str] | IO[str] | IO[bytes],
-        actor: str,
-        excel: bool = False,
-    ) -> int:
-        """Stream every row of a run to ``dest`` as CSV; returns the number of rows."""
-        actor = checked_actor(actor)
-        execution = self._execution(execution_id)
-        count = results.write_csv(self.engine, execution, dest, excel=excel)
-        details = {"execution_id": execution_id, "rows": count, "excel": excel}
-        self._exported(actor, execution, details)
-        return count
-
-    @allowed(Role.RUNNER, run="execution_id")
-    def page_csv(
-        self,
-        execution_id: int,
-        page: int = 1,
-        page_size: int = 50,
-        excel: bool = False,
-        *,
-        actor: str,
-    ) -> bytes:
-        """One page of a run's rows as CSV bytes, quoted and escaped like ``export_csv``."""
-        actor = checked_actor(actor)
-        result = self.result_page(execution_id, page, page_size, actor=actor)
-        data = results.csv_bytes([c.name for c in result.columns], result.rows, excel)
-        details = {"execution_id": execution_id, "rows": len(result.rows), "excel": excel}
-        execution = self._execution(execution_id)
-        self._exported(actor, execution, {**details, "page": page})
-        return data
-
-    def _exported(self, actor: str, execution: Execution, details: dict[str, Any]) -> None:
-        entity = f"execution:{execution.id}"
-        audit.record(
-            self.engine,
-            actor=actor,
-            action=audit.EXPORT,
-            kpi_id=execution.kpi_id,
-            entity=entity,
-            details=details,
-        )
-
-    @allowed(Role.ADMIN)
-    def audit_csv(self, entries: Iterable[AuditEntry], excel: bool = True, *, actor: str) -> bytes:
-        """Audit entries (e.g. a filtered ``audit_log``) as CSV bytes; the export is audited."""
-        actor = checked_actor(actor)
-        rows = audit.csv_rows(entries)
-        data = results.csv_bytes(audit.CSV_HEADER, rows, excel)
-        details = {"rows": len(rows), "excel": excel}
-        audit.record(
-            self.engine, actor=actor, action=audit.EXPORT, entity="audit_log", details=details
-        )
-        return data

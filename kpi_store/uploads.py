@@ -43,13 +43,16 @@ def import_csv(
     file: CSVFile,
     actor: str,
     *,
+    replace: bool = False,
     chunk_rows: int = CHUNK_ROWS,
 ) -> int:
     """Write the CSV ``file`` into a new ``table`` of the SQLite data ``source``.
 
     ``engine`` is the store engine (for the audit entry). Returns the number of rows
     written. Raises ValidationError for a non-SQLite source, a table name that is not a
-    plain identifier or already exists, or a file that is not a readable CSV.
+    plain identifier or already exists (unless ``replace``: then the existing table is
+    dropped and written anew in the same transaction, so a bad file leaves it as it was;
+    a view is never replaced), or a file that is not a readable CSV.
     """
     actor = (actor or "").strip()
     if not actor:
@@ -62,17 +65,30 @@ def import_csv(
     try:
         connection.execute("BEGIN IMMEDIATE")
         try:
-            if _table_exists(connection, table):
+            existing = _existing(connection, table)
+            if existing is not None and not replace:
                 message = f"Table '{table}' already exists in data source '{source.name}'."
                 raise ValidationError(message, {"table": "already exists"})
+            if existing is not None:
+                kind, name = existing
+                if kind != "table":
+                    message = (
+                        f"'{name}' in data source '{source.name}' is a {kind}, not a table: "
+                        "it cannot be replaced by an upload."
+                    )
+                    raise ValidationError(message, {"table": message})
+                connection.execute(f"DROP TABLE {_quote(name)}")
             rows = _write_chunks(connection, table, _read_chunks(file, chunk_rows))
+            details: dict[str, Any] = {"table": table, "rows": rows}
+            if existing is not None:
+                details["replace"] = True
             with db.write_tx(engine) as store:
                 audit.append(
                     store,
                     actor=actor[:200],
                     action=DATA_UPLOAD,
                     entity=f"data_source:{source.name}",
-                    details={"table": table, "rows": rows},
+                    details=details,
                 )
         except BaseException:
             connection.execute("ROLLBACK")
@@ -110,12 +126,14 @@ def _checked_target(folders: SourceFolders, source: DataSource, table: str) -> p
     return path
 
 
-def _table_exists(connection: sqlite3.Connection, table: str) -> bool:
+def _existing(connection: sqlite3.Connection, table: str) -> tuple[str, str] | None:
+    """(kind, name as stored) of the table or view named ``table`` in any case, or None."""
     row = connection.execute(
-        "SELECT 1 FROM sqlite_master WHERE type IN ('table', 'view') AND lower(name) = lower(?)",
+        "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view') "
+        "AND lower(name) = lower(?)",
         (table,),
     ).fetchone()
-    return row is not None
+    return None if row is None else (row[0], row[1])
 
 
 def _rewind(file: CSVFile) -> None:

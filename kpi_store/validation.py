@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,6 +14,7 @@ from sqlglot import exp
 from .errors import UnsafeQueryError, ValidationError
 from .models import KPISpec, ParameterSpec
 from .values import BoundParams, TextRefused, check_text, coerce_value, shown
+from .vocabulary import ParamType
 
 # Statement kinds that change data or the database, wherever they appear in the tree.
 _FORBIDDEN = tuple(
@@ -130,18 +133,118 @@ def parse_spec(data: KPISpec | dict[str, Any]) -> KPISpec:
         raise _friendly(error) from None
 
 
+# What people call each field of a definition (the form's labels), for messages and views.
+FIELD_LABELS: dict[str, str] = {
+    "name": "Name",
+    "description": "Short description",
+    "nl_definition": "Definition in plain words",
+    "data_source": "Data source",
+    "sql": "SQL",
+    "parameters": "Parameters",
+    "value_column": "Value column",
+    "aggregation": "Aggregation",
+    "unit": "Unit",
+    "target": "Target",
+    "direction": "Direction",
+    "tolerance_pct": "Tolerance (%)",
+    "owner": "Owner",
+    "tags": "Tags",
+    "timeout_s": "Timeout (seconds)",
+    "max_retries": "Retries",
+}
+_TYPE_WORDS = {
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "bool_parsing": "yes or no",
+    "bool_type": "yes or no",
+    "string_type": "text",
+    "list_type": "a list",
+    "dict_type": "a set of named values",
+    "model_type": "a set of named values",
+    "model_attributes_type": "a set of named values",
+}
+
+
+def field_label(field: str) -> str:
+    """A definition field as people call it: ``tolerance_pct`` → ``Tolerance (%)``."""
+    return FIELD_LABELS.get(field, field.replace("_", " ").capitalize())
+
+
 def _friendly(error: PydanticValidationError) -> ValidationError:
+    """pydantic's findings in plain words, one sentence per field: "Name is required"."""
     fields: dict[str, str] = {}
     for item in error.errors():
-        location = _location(item.get("loc", ()))
-        message = item.get("msg", "is not valid").removeprefix("Value error, ")
-        if item.get("type") == "extra_forbidden":
-            message = "is not a KPI field"
-        elif item.get("type") == "missing":
-            message = "is required"
-        fields.setdefault(location, message)
-    summary = "; ".join(f"{name}: {msg}" for name, msg in fields.items())
-    return ValidationError(f"The KPI definition is not valid — {summary}", fields)
+        loc = tuple(item.get("loc", ()))
+        fields.setdefault(_location(loc), _plain(item, _label(loc)))
+    summary = "; ".join(dict.fromkeys(fields.values()))
+    return ValidationError(f"{summary}.", fields)
+
+
+def _label(loc: tuple[Any, ...]) -> str:
+    if not loc:
+        return "The definition"
+    field = str(loc[0])
+    if field == "parameters" and len(loc) > 1 and isinstance(loc[1], int):
+        label = f"Parameter {loc[1] + 1}"
+        if len(loc) > 2:
+            label += " " + str(loc[2]).replace("_", " ")  # "Parameter 2 default"
+        return label
+    if field == "tags" and len(loc) > 1 and isinstance(loc[1], int):
+        return f"Tag {loc[1] + 1}"
+    if field not in FIELD_LABELS:  # not a field at all: named as given
+        return f"'{shown(field).strip(chr(39))}'"
+    return field_label(field)
+
+
+def _plain(item: Any, label: str) -> str:
+    """One pydantic error as a sentence about ``label``."""
+    kind = item.get("type", "")
+    ctx = item.get("ctx") or {}
+    message = str(item.get("msg", "is not valid")).removeprefix("Value error, ")
+    if kind == "missing" or (kind == "string_too_short" and ctx.get("min_length") == 1):
+        return f"{label} is required"
+    if kind == "extra_forbidden":
+        return f"{label} is not a field of a KPI"
+    if kind == "string_too_short":
+        return f"{label} must be at least {ctx.get('min_length')} characters"
+    if kind == "string_too_long":
+        return f"{label} must be at most {_count(ctx.get('max_length'))} characters"
+    if kind == "too_long":
+        return f"{label}: at most {_count(ctx.get('max_length'))} allowed"
+    if kind == "too_short":
+        return f"{label}: at least {_count(ctx.get('min_length'))} needed"
+    bounds = {
+        "greater_than_equal": ("at least", "ge"),
+        "greater_than": ("more than", "gt"),
+        "less_than_equal": ("at most", "le"),
+        "less_than": ("less than", "lt"),
+    }
+    if kind in bounds:
+        words, key = bounds[kind]
+        return f"{label} must be {words} {_count(ctx.get(key))}"
+    if kind == "finite_number":
+        return f"{label} must be a finite number"
+    if kind == "enum":
+        choices = str(ctx.get("expected", "")).replace("'", "")
+        return f"{label} must be one of: {choices}"
+    if kind in _TYPE_WORDS:
+        return f"{label} must be {_TYPE_WORDS[kind]}"
+    if message == "cannot be blank":
+        return f"{label} is required"
+    if message.startswith(("parameter", "the tag", "at most")):
+        return message[0].upper() + message[1:]
+    if message.startswith(("cannot", "is ", "must")):
+        return f"{label} {message}"
+    return f"{label}: {message}"
+
+
+def _count(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -149,6 +252,59 @@ def _location(loc: tuple[Any, ...]) -> str:
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "definition"
+
+
+# -- date ranges ------------------------------------------------------------------------------
+
+START_WORDS = frozenset({"start", "from", "begin", "since"})
+END_WORDS = frozenset({"end", "to", "until"})
+
+
+def _range_end(name: str) -> tuple[str, str] | None:
+    """(stem, "start" or "end") for a name that opens or closes a range, else None.
+
+    ``start``/``end``, ``start_date``/``end_date``, ``order_from``/``order_to``,
+    ``since``/``until``: the range word first or last, the rest the stem."""
+    words = name.lower().split("_")
+    for position, stem in ((0, "_".join(words[1:])), (-1, "_".join(words[:-1]))):
+        word = words[position]
+        side = "start" if word in START_WORDS else "end" if word in END_WORDS else None
+        if side is not None:
+            return f"{'^' if position == 0 else '$'}{stem}", side
+    return None
+
+
+def date_ranges(parameters: Sequence[ParameterSpec]) -> list[tuple[ParameterSpec, ParameterSpec]]:
+    """The (start, end) pairs among the date parameters, by name: a start word
+    (start, from, begin, since) and an end word (end, to, until) around the same stem."""
+    starts: dict[str, list[ParameterSpec]] = {}
+    ends: dict[str, list[ParameterSpec]] = {}
+    for param in parameters:
+        if param.type != ParamType.DATE:
+            continue
+        found = _range_end(param.name)
+        if found is not None:
+            stem, side = found
+            (starts if side == "start" else ends).setdefault(stem, []).append(param)
+    return [(s, e) for stem in starts for s in starts[stem] for e in ends.get(stem, [])]
+
+
+def _param_label(param: ParameterSpec) -> str:
+    return f"'{param.label or param.name}'"
+
+
+def check_date_ranges(parameters: Sequence[ParameterSpec], values: dict[str, Any]) -> None:
+    """Refuse an end date before its start date (a run's values, or the defaults)."""
+    errors: dict[str, str] = {}
+    for start, end in date_ranges(parameters):
+        first, last = values.get(start.name), values.get(end.name)
+        if isinstance(first, dt.date) and isinstance(last, dt.date) and last < first:
+            errors[end.name] = (
+                f"The end date {_param_label(end)} ({last.isoformat()}) is before the start "
+                f"date {_param_label(start)} ({first.isoformat()})"
+            )
+    if errors:
+        raise ValidationError("; ".join(errors.values()) + ".", errors)
 
 
 def bind_parameters(
@@ -180,6 +336,7 @@ def bind_parameters(
             errors[param.name] = str(error)
     if errors:
         raise ValidationError("Invalid parameters — " + "; ".join(errors.values()), errors)
+    check_date_ranges(spec.parameters, bound)
     return BoundParams.of(bound)
 
 

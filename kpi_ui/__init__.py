@@ -31,6 +31,7 @@ from kpi_store import (
     RunStatus,
     VersionConflictError,
 )
+from kpi_store.definitions import EditOnTop, edit_on_top
 from kpi_store.formats import (
     MISSING,
     as_text,
@@ -43,6 +44,8 @@ from kpi_store.formats import (
     run_duration_ms,
     time_ago,
 )
+from kpi_store.source_schema import TableInfo, quote_name
+from kpi_store.validation import field_label
 
 from .actions import act, ask_to_confirm, asking, confirmed, deferred
 from .app import (
@@ -60,6 +63,7 @@ from .app import (
 )
 from .charts import events_chart, runs_chart, runs_frame, time_format
 from .downloads import download_routes, export_url, file_stem, full_export_link
+from .grid import GridView, column_types, grid_view, result_grid
 from .identity import (
     ACTOR_KEY,
     Viewer,
@@ -68,6 +72,7 @@ from .identity import (
     identify,
     identity_sidebar,
     locked,
+    recheck,
     require_actor,
     unverified,
     viewer,
@@ -103,13 +108,17 @@ from .messages import (
     show_remembered_error,
 )
 from .widgets import (
+    AGGREGATION_LABELS,
+    DIRECTION_LABELS,
+    PARAM_TYPE_LABELS,
     facts_grid,
-    grid_frame,
+    field_text,
     kpi_card,
     kpi_label,
+    number_text,
     parameter_form,
+    parameter_text,
     rag_badge,
-    result_grid,
     status_badge,
 )
 
@@ -119,14 +128,15 @@ __all__ = [
     "Execution", "KPIStatus", "KPIStore", "KPIStoreError", "KPIVersion", "Page",
     "ParamType", "ParameterSpec", "PermissionDeniedError", "Person", "Role", "RunMode",
     "RunStatus", "VersionConflictError", "Viewer", "gate_navigation", "gate_page",
-    "identify", "locked", "unverified", "viewer",
+    "identify", "locked", "recheck", "unverified", "viewer",
     "_store_for", "_worker_for", "act", "app_store", "as_text", "ask_to_confirm", "asking",
     "confirmed",
     "current_actor", "deferred", "download_routes", "embedded_worker_enabled",
     "ensure_app_navigation", "events_chart", "export_url", "facts_grid", "field_error",
     "field_errors", "file_stem", "flash", "follow_query_param", "forget_error",
     "format_change", "format_duration", "format_number", "format_params", "format_time",
-    "format_value", "friendly_errors", "full_export_link", "get_store", "grid_frame",
+    "format_value", "friendly_errors", "full_export_link", "get_store", "GridView",
+    "column_types", "grid_view",
     "identity_sidebar", "kpi_card", "kpi_label", "kpi_link", "link", "md", "md_delta",
     "navigation", "plain",
     "open_on_rerun", "page_style", "page_url", "parameter_form", "process_store",
@@ -135,4 +145,7 @@ __all__ = [
     "runs_frame", "set_query_param", "show_error", "show_flash", "show_remembered_error",
     "status_badge", "status_label", "store_url", "switch_to", "time_ago", "time_format",
     "worker_running",
+    "AGGREGATION_LABELS", "DIRECTION_LABELS", "PARAM_TYPE_LABELS", "EditOnTop", "TableInfo",
+    "edit_on_top", "field_label", "field_text", "number_text", "parameter_text",
+    "quote_name",
 ]  # fmt: skip

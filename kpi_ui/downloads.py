@@ -13,6 +13,7 @@ import datetime as dt
 import html
 import re
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import streamlit as st
 from starlette.concurrency import run_in_threadpool
@@ -24,7 +25,12 @@ from kpi_store import Execution, KPIStore, KPIStoreError
 
 from .messages import show_error
 
-EXPORT_PATH = "/export/{token}.csv"
+EXPORT_PATH = "/export/{token}.{ext}"
+MEDIA_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "parquet": "application/vnd.apache.parquet",
+}
 LINK_REFRESH = dt.timedelta(seconds=60)  # a fresh token well before one expires
 _SAFE_NAME = re.compile(r"[^a-z0-9]+")
 
@@ -34,13 +40,13 @@ def file_stem(name: str) -> str:
     return _SAFE_NAME.sub("-", name.lower()).strip("-") or "kpi"
 
 
-def export_url(token: str) -> str:
-    return EXPORT_PATH.replace("{token}", token)
+def export_url(token: str, format: str = "csv") -> str:
+    return EXPORT_PATH.replace("{token}", token).replace("{ext}", format)
 
 
-def _encoded(chunks: Iterable[str]) -> Iterator[bytes]:
+def _encoded(chunks: Iterable[str | bytes]) -> Iterator[bytes]:
     for chunk in chunks:
-        yield chunk.encode("utf-8")
+        yield chunk.encode("utf-8") if isinstance(chunk, str) else chunk
 
 
 def export_endpoint(store: Callable[[], KPIStore]) -> Callable[[Request], object]:
@@ -53,10 +59,10 @@ def export_endpoint(store: Callable[[], KPIStore]) -> Callable[[Request], object
             grant, chunks = await run_in_threadpool(store().open_export, token)
         except KPIStoreError as error:
             return PlainTextResponse(f"{error}\nReload the page for a new link.", 410)
-        file_name = f"{name}-run-{grant.execution_id}.csv"
+        file_name = f"{name}-run-{grant.execution_id}.{grant.format}"
         return StreamingResponse(
             _encoded(chunks),
-            media_type="text/csv; charset=utf-8",
+            media_type=MEDIA_TYPES[grant.format],
             headers={
                 "Content-Disposition": f'attachment; filename="{file_name}"',
                 "Cache-Control": "no-store",
@@ -72,18 +78,29 @@ def download_routes(store: Callable[[], KPIStore]) -> list[BaseRoute]:
 
 
 def full_export_link(
-    store: KPIStore, run: Execution, kpi_name: str, actor: str, excel: bool, label: str
+    store: KPIStore,
+    run: Execution,
+    kpi_name: str,
+    actor: str,
+    excel: bool,
+    label: str,
+    sort: list[tuple[str, str]] | None = None,
+    filters: list[dict[str, Any]] | None = None,
+    format: str = "csv",
 ) -> None:
-    """A download link for every row of ``run``, renewed every minute while shown."""
+    """A download link for every row of ``run`` (or of its sorted and filtered view), as
+    ``csv``, ``xlsx`` or ``parquet``, renewed every minute while shown."""
 
     @st.fragment(run_every=LINK_REFRESH)
     def link() -> None:
         try:
-            grant = store.export_link(run.id, actor, excel=excel)
+            grant = store.export_link(
+                run.id, actor, excel=excel, sort=sort, filters=filters, format=format
+            )
         except KPIStoreError as error:
             show_error(error)
             return
-        href = f"{export_url(grant.token)}?name={file_stem(kpi_name)}"
+        href = f"{export_url(grant.token, grant.format)}?name={file_stem(kpi_name)}"
         st.markdown(
             f'<a class="kpi-download" href="{html.escape(href)}" download '
             f'title="Every row of the run, streamed. Recorded in the audit log.">'

@@ -3,10 +3,11 @@ and :func:`md`, which makes user text safe to put inside a Markdown message."""
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import streamlit as st
 
@@ -86,25 +87,78 @@ def field_errors(error: Exception | None) -> dict[str, str]:
 
 
 def remember_error(slot: str, error: Exception) -> None:
-    """Keep a failed save's message and field errors for the next run of the form."""
+    """Keep a failed attempt's message and field errors for the next run of the form.
+
+    They belong to that attempt: the inputs of the form (the widget values whose keys
+    start with ``{slot}_``) are remembered with them, and once any of those inputs
+    changes, :func:`remembered_errors` and :func:`show_remembered_error` forget them.
+    """
     st.session_state[f"{slot}_errors"] = field_errors(error)
     st.session_state[f"{slot}_message"] = str(error)
+    st.session_state[f"{slot}_attempt"] = _inputs(slot)
 
 
 def remembered_errors(slot: str) -> dict[str, str]:
+    """The field errors of the last failed attempt, while its inputs are unchanged."""
+    _forget_if_changed(slot)
     errors: dict[str, str] = st.session_state.get(f"{slot}_errors", {})
     return errors
 
 
 def show_remembered_error(slot: str) -> None:
+    _forget_if_changed(slot)
     message = st.session_state.get(f"{slot}_message")
     if message:
         st.error(md(message), icon=":material/error:")
 
 
 def forget_error(slot: str) -> None:
-    st.session_state.pop(f"{slot}_errors", None)
-    st.session_state.pop(f"{slot}_message", None)
+    for suffix in _OWN_SUFFIXES:
+        st.session_state.pop(f"{slot}{suffix}", None)
+
+
+_OWN_SUFFIXES = ("_errors", "_message", "_attempt")
+
+
+def _inputs(slot: str) -> dict[str, Any]:
+    """The form's inputs: what session state holds under ``{slot}_`` (copied).
+
+    Yes/no values are left out: a button is True only in the run it was pressed, so it
+    would make every attempt look changed at once (a toggle is left out with them; its
+    value can always be held, so no error is about it).
+    """
+    inputs: dict[str, Any] = {}
+    own = {f"{slot}{suffix}" for suffix in _OWN_SUFFIXES}
+    for key in list(st.session_state.keys()):
+        if not isinstance(key, str) or not key.startswith(f"{slot}_") or key in own:
+            continue
+        value = st.session_state[key]
+        if isinstance(value, bool):
+            continue
+        try:
+            inputs[key] = copy.deepcopy(value)
+        except Exception:  # a value that cannot be copied is compared as it is
+            inputs[key] = value
+    return inputs
+
+
+def _forget_if_changed(slot: str) -> None:
+    """Forget the remembered attempt once an input it was made with has changed (new
+    inputs, such as a parameter row added since, show up as a changed row list)."""
+    attempt: dict[str, Any] | None = st.session_state.get(f"{slot}_attempt")
+    if attempt is None:
+        return
+    now = _inputs(slot)
+    missing = object()
+    if not all(_same(now.get(key, missing), value) for key, value in attempt.items()):
+        forget_error(slot)
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # a value whose == is not a plain yes or no (an array)
+        return a is b
 
 
 def field_error(errors: dict[str, str], *names: str) -> None:

@@ -1,16 +1,34 @@
-"""Widgets: status and RAG badges, the KPI card, the typed parameter form, labelled
-facts, and the paged result grid."""
+"""Widgets: status and RAG badges, the KPI card, the typed parameter form, definition
+fields as people read them, labelled facts, and the paged result grid."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from kpi_store import KPI, Direction, Execution, KPIStatus, ParameterSpec, ParamType, RunStatus
-from kpi_store.formats import as_text, format_change, format_value, time_ago
+from kpi_store import (
+    KPI,
+    Aggregation,
+    Direction,
+    Execution,
+    KPIStatus,
+    ParameterSpec,
+    ParamType,
+    RunStatus,
+)
+from kpi_store.formats import (
+    MISSING,
+    as_text,
+    format_change,
+    format_number,
+    format_value,
+    time_ago,
+)
+from kpi_store.values import coerce_value
 
 from .links import Page, kpi_link, run_link
 from .look import RAG_STYLE, STATUS_STYLE, status_label
@@ -100,11 +118,15 @@ def parameter_form(
 ) -> dict[str, Any]:
     """One widget per parameter, of its type; returns ``{name: value}``.
 
-    Dates get a date picker, numbers a number input, yes/no a toggle, parameters with
-    choices a select box, text a text input. Empty values are left out so the store
-    fills in the defaults (or says which value is missing).
+    Dates get a date picker, yes/no a toggle, parameters with choices a select box, text
+    and numbers a text input. Numbers are typed as text on purpose: a number widget
+    cannot hold a value outside its range and would quietly keep its default instead,
+    so the run would use a value nobody chose. A number that does not read as its type
+    (or is out of range) is shown as an error at its field right away, and is passed on
+    as typed, so the store refuses it and nothing runs. Empty values are left out so the
+    store fills in the defaults (or says which value is missing).
     """
-    errors = errors or {}
+    errors = dict(errors or {})
     values: dict[str, Any] = {}
     if not parameters:
         st.caption("This KPI has no parameters.")
@@ -113,30 +135,134 @@ def parameter_form(
     for index, param in enumerate(parameters):
         with grid[index % len(grid)]:
             key = f"{key_prefix}_{param.name}_{param.type}"
-            values[param.name] = _parameter_widget(param, key)
+            values[param.name], problem = _parameter_widget(param, key)
+            if problem:
+                errors[param.name] = problem  # the store would say the same, once
             field_error(errors, param.name)
     return {k: v for k, v in values.items() if v is not None and v != ""}
 
 
-def _parameter_widget(param: ParameterSpec, key: str) -> Any:
+# What a date picker offers (the store takes any date): wide enough for any KPI, and kept
+# small enough for the picker's list of years. A default outside it widens it.
+DATE_RANGE = (dt.date(1900, 1, 1), dt.date(2199, 12, 31))
+
+
+def _parameter_widget(param: ParameterSpec, key: str) -> tuple[Any, str | None]:
+    """The widget of one parameter: (its value, why that value cannot be used or None)."""
     label = md(param.label or param.name.replace("_", " ").capitalize())
     help_text = f"`:{param.name}` · {param.type}"
     default = param.default
     if param.choices:
         options = list(param.choices)
         index = options.index(default) if default in options else 0
-        return st.selectbox(label, options, index=index, key=key, help=help_text)
+        return st.selectbox(label, options, index=index, key=key, help=help_text), None
     if param.type == ParamType.DATE:
-        return st.date_input(label, value=default, key=key, help=help_text, format="YYYY-MM-DD")
-    if param.type == ParamType.INT:
-        return st.number_input(label, value=default, step=1, key=key, help=help_text)
-    if param.type == ParamType.FLOAT:
-        value = None if default is None else float(default)
-        return st.number_input(label, value=value, step=1.0, key=key, help=help_text)
+        low, high = DATE_RANGE
+        if isinstance(default, dt.date):
+            low, high = min(low, default), max(high, default)
+        picked = st.date_input(
+            label,
+            value=default,
+            min_value=low,
+            max_value=high,
+            key=key,
+            help=help_text,
+            format="YYYY-MM-DD",
+        )
+        return picked, None
+    if param.type in (ParamType.INT, ParamType.FLOAT):
+        text = st.text_input(
+            label,
+            value=number_text(default),
+            key=key,
+            help=help_text,
+            placeholder="a whole number" if param.type == ParamType.INT else "a number",
+        ).strip()
+        if not text:
+            return None, None
+        try:
+            return coerce_value(param.type, text, f"parameter '{param.name}'"), None
+        except ValueError as error:
+            return text, str(error)
     if param.type == ParamType.BOOL:
-        return st.toggle(label, value=bool(default), key=key, help=help_text)
+        return st.toggle(label, value=bool(default), key=key, help=help_text), None
     text = "" if default is None else str(default)
-    return st.text_input(label, value=text, key=key, help=help_text)
+    return st.text_input(label, value=text, key=key, help=help_text), None
+
+
+def number_text(value: Any) -> str:
+    """A number as a person types it: ``5``, ``100``, ``0.25`` (exact, no thousands mark)."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    return str(value)
+
+
+# -- definition fields, as people read them ---------------------------------------------------
+
+PARAM_TYPE_LABELS = {
+    ParamType.STR: "Text",
+    ParamType.INT: "Whole number",
+    ParamType.FLOAT: "Number",
+    ParamType.DATE: "Date",
+    ParamType.BOOL: "Yes / no",
+}
+AGGREGATION_LABELS = {
+    Aggregation.SUM: "Sum of the value column",
+    Aggregation.AVG: "Average of the value column",
+    Aggregation.COUNT: "Number of rows",
+    Aggregation.MIN: "Smallest value",
+    Aggregation.MAX: "Largest value",
+    Aggregation.FIRST: "Value of the first row",
+}
+DIRECTION_LABELS = {
+    Direction.HIGHER_IS_BETTER: "Higher is better",
+    Direction.LOWER_IS_BETTER: "Lower is better",
+}
+
+
+def field_text(field: str, value: Any, unit: str = "") -> str:
+    """A definition field's value as people read it: the target with the KPI's unit
+    (``$250``), the tolerance as ``10%``, labels for aggregation and direction, tags as a
+    list, each parameter in words. Plain text (pass it through :func:`md` for Markdown)."""
+    if value is None or value == "" or value == []:
+        return MISSING
+    try:
+        if field == "target":
+            return format_value(float(value), unit)
+        if field == "tolerance_pct":
+            return f"{format_number(float(value))}%"
+        if field == "timeout_s":
+            return f"{format_number(float(value))} s"
+        if field == "aggregation":
+            return AGGREGATION_LABELS.get(Aggregation(value), str(value))
+        if field == "direction":
+            return DIRECTION_LABELS.get(Direction(value), str(value))
+    except (TypeError, ValueError):
+        return as_text(value)
+    if field == "tags" and isinstance(value, (list, tuple)):
+        return ", ".join(str(t) for t in value)
+    if field == "parameters" and isinstance(value, (list, tuple)):
+        return "; ".join(parameter_text(p) for p in value)
+    return as_text(value)
+
+
+def parameter_text(param: ParameterSpec | dict[str, Any]) -> str:
+    """``start_date (Date, default 2025-01-01, label "From")``."""
+    data = param.model_dump(mode="json") if isinstance(param, ParameterSpec) else dict(param)
+    kind = data.get("type") or ParamType.STR
+    try:
+        words = [PARAM_TYPE_LABELS[ParamType(kind)]]
+    except ValueError:
+        words = [str(kind)]
+    if data.get("default") not in (None, ""):
+        words.append(f"default {data['default']}")
+    if data.get("choices"):
+        words.append("choices " + ", ".join(str(c) for c in data["choices"]))
+    if data.get("label"):
+        words.append(f'label "{data["label"]}"')
+    return f"{data.get('name') or '?'} ({', '.join(words)})"
 
 
 # -- facts ------------------------------------------------------------------------------------

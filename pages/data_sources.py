@@ -113,13 +113,43 @@ def suggested_table(file_name: str) -> str:
     return (stem if stem[:1].isalpha() else f"t_{stem}").lower()
 
 
+def target_tables(target: str, reload: bool = False) -> list[ui.TableInfo]:
+    """The tables of an upload target, read once (and again after an upload)."""
+    known: dict[str, list[ui.TableInfo]] = st.session_state.setdefault("up_schemas", {})
+    if reload or target not in known:
+        known[target] = []
+        with ui.friendly_errors():
+            known[target] = store.source_schema(target, actor=me.actor)
+    return known[target]
+
+
+def table_named(tables: list[ui.TableInfo], name: str) -> ui.TableInfo | None:
+    """The table or view of the default schema named ``name`` in any case (as SQLite
+    compares names)."""
+    wanted = name.strip().lower()
+    return next((t for t in tables if t.schema_name is None and t.name.lower() == wanted), None)
+
+
+def columns_frame(table: ui.TableInfo) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"Column": c.name, "Type": c.type or ui.MISSING} for c in table.columns],
+        columns=["Column", "Type"],
+    )
+
+
+def rows_words(table: ui.TableInfo) -> str:
+    if table.row_count is None:
+        return "rows not counted"
+    return f"{ui.format_number(table.row_count)} rows"
+
+
 def upload_form() -> None:
     if not upload_targets:
         st.info("Uploads go into a local SQLite data source; add one first.")
         return
     st.caption(
-        "The file becomes a new table that KPI queries can read. The first row must "
-        "hold the column names; nothing is written if any row cannot be read."
+        "The file becomes a table that KPI queries can read. The first row must hold the "
+        "column names; nothing is written if any row cannot be read."
     )
     target = st.selectbox("Into data source", upload_targets, key="up_source")
     upload = st.file_uploader("CSV file", type=["csv"], key="up_file")
@@ -128,25 +158,77 @@ def upload_form() -> None:
         "New table name",
         value=suggested,
         key=f"up_table_{suggested}",
-        help="Letters, digits and _; the table must not exist yet.",
+        help="Letters, digits and _. A table of that name can be replaced.",
     )
     ui.field_error(st.session_state.get("up_errors", {}), "table", "file")
-    if not st.button(
-        "Upload", type="primary", icon=":material/upload:", disabled=upload is None, key="up_go"
+    existing = table_named(target_tables(target), table) if target and table.strip() else None
+    replace = False
+    if existing is not None and existing.kind == "view":
+        st.warning(
+            f"'{ui.md(existing.name)}' is a view in '{ui.md(target)}': choose another name.",
+            icon=":material/warning:",
+        )
+    elif existing is not None:
+        st.warning(
+            f"Table '{ui.md(existing.name)}' already exists in '{ui.md(target)}' "
+            f"({rows_words(existing)}; its columns below). Upload into a new name, or "
+            "replace it.",
+            icon=":material/warning:",
+        )
+        st.dataframe(columns_frame(existing), hide_index=True, width="content")
+        replace = st.checkbox(
+            f"Replace table '{ui.md(existing.name)}': its rows and columns give way to the "
+            "file's (KPIs reading it read the new table)",
+            key=f"up_replace_{target}_{existing.name}",
+        )
+    if st.button(
+        "Replace and upload" if replace else "Upload",
+        type="primary",
+        icon=":material/upload:",
+        disabled=upload is None,
+        key="up_go",
     ):
+
+        def uploaded(rows: int) -> str:
+            st.session_state.pop("up_errors", None)
+            st.session_state["up_last"] = (target, table.strip())
+            target_tables(target, reload=True)
+            verb = "Replaced table" if replace else "Uploaded"
+            where = f"'{ui.md(table.strip())}' of '{ui.md(target)}'"
+            return (
+                f"{verb} {where} with {rows:,} rows."
+                if replace
+                else f"Uploaded {rows:,} rows into table {where}."
+            )
+
+        def refused(error: ui.KPIStoreError) -> None:
+            remember_fields("up_errors")(error)
+            target_tables(target, reload=True)  # someone may have made the table meanwhile
+
+        ui.act(
+            "upload data",
+            lambda actor: store.import_csv(target, table, upload, actor=actor, replace=replace),
+            spinner="Reading the file…",
+            done=uploaded,
+            on_error=refused,
+        )
+    last_upload()
+
+
+def last_upload() -> None:
+    """The table the last upload wrote: its columns and types, as the source has them."""
+    last = st.session_state.get("up_last")
+    if not last:
         return
-
-    def uploaded(rows: int) -> str:
-        st.session_state.pop("up_errors", None)
-        return f"Uploaded {rows:,} rows into table '{ui.md(table)}' of '{ui.md(target)}'."
-
-    ui.act(
-        "upload data",
-        lambda actor: store.import_csv(target, table, upload, actor=actor),
-        spinner="Reading the file…",
-        done=uploaded,
-        on_error=remember_fields("up_errors"),
-    )
+    target, name = last
+    found = table_named(target_tables(target), name) if target in upload_targets else None
+    if found is None:
+        return
+    with st.container(border=True):
+        st.markdown(f"**Table '{ui.md(found.name)}' in '{ui.md(target)}'** · {rows_words(found)}")
+        st.dataframe(columns_frame(found), hide_index=True, width="stretch")
+        st.caption("Use it in a KPI's SQL by this name:")
+        st.code(found.sql_name, language="sql")
 
 
 def remove_form() -> None:

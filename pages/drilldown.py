@@ -118,104 +118,157 @@ if not run.row_count:
 
 # -- rows -------------------------------------------------------------------------------
 
+grid_key, view_key = f"dd_grid_{run.id}", f"dd_view_{run.id}"
 size_key, page_key = f"dd_size_{run.id}", f"dd_page_{run.id}"
-size = int(st.session_state.get(size_key, 50))
-total_pages = store.total_pages(run, size)
-if st.session_state.get(page_key, 1) > total_pages:
-    st.session_state[page_key] = total_pages
-
-
-def step(delta: int) -> None:
-    st.session_state[page_key] = min(total_pages, max(1, st.session_state.get(page_key, 1) + delta))
-
-
-controls = st.container(horizontal=True, vertical_alignment="bottom", gap="small")
-controls.button(
-    "Previous",
-    icon=":material/chevron_left:",
-    key=f"dd_prev_{run.id}",
-    on_click=step,
-    args=(-1,),
-    disabled=st.session_state.get(page_key, 1) <= 1,
-)
-page = int(
-    controls.number_input(
-        f"Page (of {total_pages:,})",
-        min_value=1,
-        max_value=total_pages,
-        value=1,
-        step=1,
-        key=page_key,
-        width=170,
-    )
-)
-controls.button(
-    "Next",
-    icon=":material/chevron_right:",
-    icon_position="right",
-    key=f"dd_next_{run.id}",
-    on_click=step,
-    args=(1,),
-    disabled=page >= total_pages,
-)
-controls.selectbox("Rows per page", PAGE_SIZES, index=PAGE_SIZES.index(50), key=size_key, width=150)
-
-frame = None
-with ui.friendly_errors():
-    frame = store.result_frame(run.id, page, size, actor=me.actor)
-if frame is None:
-    st.stop()
-
-first = (page - 1) * size + 1
-controls.caption(f"Rows {first:,}–{first + len(frame) - 1:,} of {run.row_count:,}")
-
-ui.result_grid(frame, key=f"dd_grid_{run.id}_{page}_{size}")
-
-# -- downloads --------------------------------------------------------------------------
-
+column_types = ui.column_types(run)
 actor = me.actor if me.may(ui.Role.RUNNER) else ""
 stem = ui.file_stem(name)
-# Spreadsheet-safe unless the person asks for the exact values (the toggle below, whose
-# value is in the session state before this run reaches it).
-excel = not st.session_state.get("dd_exact", False)
-whole = f"Download CSV (all {run.row_count:,} rows)"
-downloads = st.container(horizontal=True, vertical_alignment="center")
-with downloads:
-    if actor:  # a link the server streams every row through, never whole in memory
-        ui.full_export_link(store, run, name, actor, excel, whole)
-    else:
-        st.download_button(
-            whole,
-            data=b"",
-            icon=":material/download:",
-            type="primary",
-            key=f"dd_dl_all_{run.id}",
-            disabled=True,
-            help=EXPORT_HELP,
+
+
+@st.fragment
+def rows_and_downloads() -> None:
+    """The grid, its pager and the downloads: a page flip, a page-size change or a sort
+    or filter in the grid redraws only this part of the page."""
+    ui.recheck(store)
+    view = ui.grid_view(grid_key, column_types)
+    if st.session_state.get(view_key) != view:  # a new sort or filter: back to page 1
+        st.session_state[view_key] = view
+        st.session_state[page_key] = 1
+    st.session_state.setdefault(page_key, 1)
+    st.session_state.setdefault(size_key, 50)
+    result = None
+    with ui.friendly_errors():
+        result = store.result_page(
+            run.id,
+            1,
+            int(st.session_state[size_key]),
+            view.sort_list(),
+            view.filter_dicts(),
+            actor=me.actor,
         )
-downloads.download_button(
-    f"Download this page ({len(frame):,} rows)",
-    data=ui.deferred(store.page_csv, run.id, page, size, excel, actor=actor),
-    file_name=f"{stem}-run-{run.id}-page-{page}.csv",
-    mime="text/csv",
-    icon=":material/download:",
-    key=f"dd_dl_page_{run.id}",
-    on_click="ignore",
-    disabled=not actor,
-    help="Recorded in the audit log." if actor else EXPORT_HELP,
-)
-downloads.toggle(
-    "Exact values (not spreadsheet-safe)",
-    key="dd_exact",
-    help="Off (the default): spreadsheet-safe CSV. A byte-order mark makes Excel read "
-    "accents correctly, and text cells that a spreadsheet would run as formulas (starting "
-    "with =, +, -, @, a tab or a line break) get a leading apostrophe. On: every value "
-    "exactly as stored, for scripts and other tools.",
-)
-if not me.actor:
-    st.caption(
-        ":orange[Enter your name in the sidebar to download rows: exports are "
-        "recorded in the audit log.]"
+    if result is None:
+        return
+    pages = result.total_pages
+    if st.session_state[page_key] > pages:
+        st.session_state[page_key] = pages
+    page, size = pager(pages)
+    frame = None
+    with ui.friendly_errors():
+        frame = store.result_frame(
+            run.id, page, size, view.sort_list(), view.filter_dicts(), actor=me.actor
+        )
+    if frame is None:
+        return
+    first = (page - 1) * size + 1
+    shown = (
+        f"Rows {first:,}–{first + len(frame) - 1:,} of {result.total:,}"
+        if len(frame)
+        else ("No rows match these filters")
     )
-elif not actor:
-    ui.locked(ui.Role.RUNNER, "export rows")
+    if view.filters:
+        shown += f" (filtered from {run.row_count:,})"
+    if view.sort:
+        shown += " · sorted by " + ", ".join(f"{c} {d}" for c, d in view.sort)
+    st.caption(shown)
+    ui.result_grid(frame, grid_key, column_types)
+    downloads(view, page, size, len(frame), result.total)
+
+
+def pager(pages: int) -> tuple[int, int]:
+    """Previous / page number / Next / rows per page; returns (page, page size)."""
+
+    def step(delta: int) -> None:
+        st.session_state[page_key] = min(pages, max(1, st.session_state[page_key] + delta))
+
+    controls = st.container(horizontal=True, vertical_alignment="bottom", gap="small")
+    controls.button(
+        "Previous",
+        icon=":material/chevron_left:",
+        key=f"dd_prev_{run.id}",
+        on_click=step,
+        args=(-1,),
+        disabled=st.session_state[page_key] <= 1,
+    )
+    page = int(
+        controls.number_input(
+            f"Page (of {pages:,})", min_value=1, max_value=pages, step=1, key=page_key, width=170
+        )
+    )
+    controls.button(
+        "Next",
+        icon=":material/chevron_right:",
+        icon_position="right",
+        key=f"dd_next_{run.id}",
+        on_click=step,
+        args=(1,),
+        disabled=page >= pages,
+    )
+    size = controls.selectbox("Rows per page", PAGE_SIZES, key=size_key, width=150)
+    return page, int(size)
+
+
+def downloads(view: ui.GridView, page: int, size: int, on_page: int, total: int) -> None:
+    # Spreadsheet-safe unless the person asks for the exact values (the toggle below,
+    # whose value is in the session state before this run reaches it).
+    excel = not st.session_state.get("dd_exact", False)
+    sort, filters = view.sort_list(), view.filter_dicts()
+    everything = f"Download CSV (all {run.row_count:,} rows)"
+    bar = st.container(horizontal=True, vertical_alignment="center")
+    with bar:
+        if not actor:
+            st.download_button(
+                everything,
+                data=b"",
+                icon=":material/download:",
+                type="primary",
+                key=f"dd_dl_all_{run.id}",
+                disabled=True,
+                help=EXPORT_HELP,
+            )
+        elif view.active:  # links the server streams every row through, never in memory
+            label = f"Download CSV (these {total:,} rows, {view.describe()})"
+            ui.full_export_link(store, run, name, actor, excel, label, sort, filters)
+            ui.full_export_link(store, run, name, actor, excel, everything)
+        else:
+            ui.full_export_link(store, run, name, actor, excel, everything)
+        if actor:
+            other_formats(view, total)
+    bar.download_button(
+        f"Download this page ({on_page:,} rows)",
+        data=ui.deferred(store.page_csv, run.id, page, size, excel, sort, filters, actor=actor),
+        file_name=f"{stem}-run-{run.id}-page-{page}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        key=f"dd_dl_page_{run.id}",
+        on_click="ignore",
+        disabled=not actor,
+        help="Recorded in the audit log." if actor else EXPORT_HELP,
+    )
+    bar.toggle(
+        "Exact values (not spreadsheet-safe)",
+        key="dd_exact",
+        help="Off (the default): spreadsheet-safe CSV. A byte-order mark makes Excel read "
+        "accents correctly, and text cells that a spreadsheet would run as formulas "
+        "(starting with =, +, -, @, a tab or a line break) get a leading apostrophe. On: "
+        "every value exactly as stored, for scripts and other tools.",
+    )
+    if not me.actor:
+        st.caption(
+            ":orange[Enter your name in the sidebar to download rows: exports are "
+            "recorded in the audit log.]"
+        )
+    elif not actor:
+        ui.locked(ui.Role.RUNNER, "export rows")
+
+
+def other_formats(view: ui.GridView, total: int) -> None:
+    """Excel and Parquet files of what the grid shows (every row of it), streamed."""
+    sort, filters = view.sort_list(), view.filter_dicts()
+    what = f"these {total:,} rows" if view.active else f"all {total:,} rows"
+    with st.popover("Excel or Parquet", icon=":material/file_download:"):
+        st.caption(f"Files of {what}, typed as the run recorded them. Recorded in the audit log.")
+        for kind, label in (("xlsx", "Excel workbook (.xlsx)"), ("parquet", "Parquet (.parquet)")):
+            ui.full_export_link(store, run, name, actor, False, label, sort, filters, kind)
+
+
+rows_and_downloads()

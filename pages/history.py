@@ -1,4 +1,8 @@
-"""History of one KPI: its runs over time, its versions, and two runs side by side."""
+"""History of one KPI: its runs over time, its versions, and two runs side by side.
+
+It opens on the KPI the link names (``?kpi=``), else on the KPI last open on the KPIs
+page. Values in the tables are written with the KPI's unit, fields by their labels.
+"""
 
 from __future__ import annotations
 
@@ -23,12 +27,16 @@ if not kpis:
     ui.link(ui.Page.KPIS, "Create a KPI", ":material/add_circle:")
     st.stop()
 by_id = {k.id: k for k in kpis}
+LAST_KPI = "kpi_last_opened"  # set by the KPIs page (and here): the KPI you came from
 
+if "hi_kpi" not in st.session_state and st.session_state.get(LAST_KPI) in by_id:
+    st.session_state["hi_kpi"] = st.session_state[LAST_KPI]
 ui.follow_query_param("hi_kpi", "kpi", list(by_id))
 selected = st.selectbox(
     "KPI", list(by_id), format_func=lambda i: ui.kpi_label(by_id[i]), key="hi_kpi"
 )
 ui.set_query_param("kpi", selected)
+st.session_state[LAST_KPI] = selected
 kpi = by_id[selected]
 
 head, links = st.columns([4, 2], vertical_alignment="center")
@@ -130,6 +138,7 @@ def version_diff(numbers: list[int]) -> None:
     c1, c2 = st.columns(2)
     a = c1.selectbox("From version", numbers, index=1, key=f"hi_va_{kpi.id}")
     b = c2.selectbox("To version", numbers, index=0, key=f"hi_vb_{kpi.id}")
+    units = {v.version: v.spec.unit for v in versions}
     with ui.friendly_errors():
         diff = store.diff_versions(kpi.id, a, b, actor=me.actor)
         if not diff.changes:
@@ -137,15 +146,16 @@ def version_diff(numbers: list[int]) -> None:
             return
         rows = [
             {
-                "Field": c.field,
-                f"Version {a}": ui.as_text(c.before),
-                f"Version {b}": ui.as_text(c.after),
+                "Field": ui.field_label(c.field),
+                f"Version {a}": ui.field_text(c.field, c.before, units.get(a, kpi.unit)),
+                f"Version {b}": ui.field_text(c.field, c.after, units.get(b, kpi.unit)),
             }
             for c in diff.changes
             if c.field != "sql"
         ]
         if diff.sql_diff:
-            rows.append({"Field": "sql", f"Version {a}": "see below", f"Version {b}": "see below"})
+            label = ui.field_label("sql")
+            rows.append({"Field": label, f"Version {a}": "see below", f"Version {b}": "see below"})
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
         if diff.sql_diff:
             st.code(diff.sql_diff, language="diff")

@@ -1,9 +1,11 @@
-"""KPIs: the searchable catalog and the create / edit form.
+"""KPIs: the searchable catalog (click a row to open a KPI) and the create / edit form.
 
-The form has every field of a definition, typed parameter rows, a SQL editor with a
-"test query" preview, a change note and the store's field-level error messages. An
-edit is saved against the version it was opened at: if someone saved meanwhile, both
-versions are shown and nothing is overwritten.
+The form has every field of a definition, typed parameter rows, a SQL editor with the
+data source's tables and columns beside it and a "test query" preview, a change note and
+the store's field-level error messages. An edit is saved against the version it was
+opened at: if someone saved meanwhile, both versions are shown side by side and nothing
+is overwritten; the edit can then go on top of the newer version when the two changed
+different fields. A link to a KPI that does not exist (``?kpi=9999``) says so.
 """
 
 from __future__ import annotations
@@ -19,27 +21,12 @@ store = ui.get_store()
 me = ui.viewer()
 
 PARAM_TYPES = list(ui.ParamType)
-TYPE_LABELS = {
-    ui.ParamType.STR: "Text",
-    ui.ParamType.INT: "Whole number",
-    ui.ParamType.FLOAT: "Number",
-    ui.ParamType.DATE: "Date",
-    ui.ParamType.BOOL: "Yes / no",
-}
+TYPE_LABELS = ui.PARAM_TYPE_LABELS
 AGGREGATIONS = list(ui.Aggregation)
-AGG_LABELS = {
-    ui.Aggregation.SUM: "Sum of the value column",
-    ui.Aggregation.AVG: "Average of the value column",
-    ui.Aggregation.COUNT: "Number of rows",
-    ui.Aggregation.MIN: "Smallest value",
-    ui.Aggregation.MAX: "Largest value",
-    ui.Aggregation.FIRST: "Value of the first row",
-}
+AGG_LABELS = ui.AGGREGATION_LABELS
 DIRECTIONS = list(ui.Direction)
-DIRECTION_LABELS = {
-    ui.Direction.HIGHER_IS_BETTER: "Higher is better",
-    ui.Direction.LOWER_IS_BETTER: "Lower is better",
-}
+DIRECTION_LABELS = ui.DIRECTION_LABELS
+LAST_KPI = "kpi_last_opened"  # the KPI last open here: the History page opens on it
 Spec = dict[str, Any]
 Errors = dict[str, str]
 
@@ -76,6 +63,7 @@ with ui.friendly_errors():
 
 
 def catalog_table(kpis: list[ui.KPI]) -> None:
+    """The catalogue; clicking a row opens that KPI below (it sets ``kp_open``)."""
     rows = [
         {
             "ID": k.id,
@@ -90,7 +78,7 @@ def catalog_table(kpis: list[ui.KPI]) -> None:
         }
         for k in kpis
     ]
-    st.dataframe(
+    event = st.dataframe(
         pd.DataFrame(rows),
         hide_index=True,
         width="stretch",
@@ -98,7 +86,22 @@ def catalog_table(kpis: list[ui.KPI]) -> None:
             "ID": st.column_config.NumberColumn(width="small"),
             "Version": st.column_config.NumberColumn(width="small"),
         },
+        key="kp_catalog",
+        on_select="rerun",
+        selection_mode="single-row",
     )
+    st.caption("Click a row to open that KPI below.")
+    # The rows picked refer to the table as it was shown when the click happened: the
+    # ids of the previous run. A click opens its KPI once; a later search that shifts
+    # the rows under a selection that stayed does not open another one.
+    shown_before: list[int] = st.session_state.get("kp_catalog_ids", [])
+    picked = tuple(event.selection.rows) if event is not None else ()
+    if picked != st.session_state.get("kp_catalog_picked", ()):
+        st.session_state["kp_catalog_picked"] = picked
+        if picked and picked[0] < len(shown_before):
+            st.session_state["kp_open"] = shown_before[picked[0]]
+            ui.set_query_param("kpi", shown_before[picked[0]])
+    st.session_state["kp_catalog_ids"] = [k.id for k in kpis]
 
 
 if not all_kpis:
@@ -110,6 +113,48 @@ else:
 
 by_id = {k.id: k for k in all_kpis}
 options: list[int | None] = [None, *(k.id for k in listed)]
+
+
+def open_from_url_instead(choice: int | None) -> None:
+    """Leave a link to an unknown KPI for ``choice`` (a KPI, or None: a new one)."""
+    st.session_state["kp_open"] = choice
+    ui.open_on_rerun("kpi", choice)
+
+
+def unknown_kpi_in_url() -> None:
+    """A link naming a KPI that is not there (deleted, mistyped, or on a data source the
+    viewer may not use): say so and stay on it (the URL is kept) until they choose."""
+    raw = str(st.query_params.get("kpi", ""))
+    st.error(
+        f"There is no KPI with id {ui.md(raw)}: it may have been deleted, or it is on a "
+        "data source you may not use. Choose a KPI in the catalog or below.",
+        icon=":material/search_off:",
+    )
+    choices = [k.id for k in listed] or list(by_id)
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    if choices:
+        left.selectbox(
+            "Open a KPI",
+            choices,
+            index=None,
+            placeholder="Choose a KPI",
+            format_func=lambda i: f"{ui.kpi_label(by_id[i])} · #{i}",
+            key="kp_open_instead",
+            on_change=lambda: open_from_url_instead(st.session_state.get("kp_open_instead")),
+        )
+    right.button(
+        "New KPI",
+        icon=":material/add_circle:",
+        key="kp_new_instead",
+        on_click=open_from_url_instead,
+        args=(None,),
+    )
+    st.stop()
+
+
+url_kpi = st.query_params.get("kpi")
+if url_kpi not in (None, "") and ui.query_int("kpi") not in by_id:
+    unknown_kpi_in_url()
 ui.follow_query_param("kp_open", "kpi", [None, *by_id])
 opened = st.session_state.get("kp_open")
 if opened is not None and opened not in options and opened in by_id:
@@ -123,6 +168,8 @@ selected = st.selectbox(
     key="kp_open",
 )
 ui.set_query_param("kpi", selected)
+if selected is not None:
+    st.session_state[LAST_KPI] = selected
 
 
 # -- form sections ------------------------------------------------------------------------
@@ -250,7 +297,7 @@ def identity_section(prefix: str, kpi: ui.KPI | None, errors: Errors) -> Spec:
 
 
 def query_section(prefix: str, kpi: ui.KPI | None, errors: Errors) -> Spec:
-    """The data source and the SQL."""
+    """The data source and the SQL, with the source's tables and columns beside it."""
     sources: list[str] = []
     with ui.friendly_errors():
         sources = [s.name for s in store.data_sources(actor=me.actor)]
@@ -259,22 +306,129 @@ def query_section(prefix: str, kpi: ui.KPI | None, errors: Errors) -> Spec:
         st.warning("There are no data sources yet.", icon=":material/database:")
         ui.link(ui.Page.DATA_SOURCES, "Add a data source", ":material/database:")
     index = sources.index(kpi.data_source) if kpi and kpi.data_source in sources else 0
-    spec: Spec = {
-        "data_source": st.selectbox(
-            "Data source", sources, index=index if sources else None, key=f"{prefix}_source"
+    editor, browser = st.columns([3, 2])
+    with editor:
+        spec: Spec = {
+            "data_source": st.selectbox(
+                "Data source", sources, index=index if sources else None, key=f"{prefix}_source"
+            )
+        }
+        ui.field_error(errors, "data_source")
+        spec["sql"] = st.text_area(
+            "SQL",
+            value=kpi.sql if kpi else "",
+            key=f"{prefix}_sql",
+            height=260,
+            placeholder="SELECT SUM(amount) AS revenue FROM orders WHERE order_date >= :start_date",
+            help="One read-only query. Use :name for parameters.",
         )
-    }
-    ui.field_error(errors, "data_source")
-    spec["sql"] = st.text_area(
-        "SQL",
-        value=kpi.sql if kpi else "",
-        key=f"{prefix}_sql",
-        height=220,
-        placeholder="SELECT SUM(amount) AS revenue FROM orders WHERE order_date >= :start_date",
-        help="One read-only query. Use :name for parameters.",
-    )
-    ui.field_error(errors, "sql")
+        ui.field_error(errors, "sql")
+    with browser:
+        schema_browser(prefix, spec["data_source"])
     return spec
+
+
+# -- the schema browser ---------------------------------------------------------------------
+
+SCHEMAS = "kp_schemas"  # {data source: its tables, or the message why they cannot be read}
+
+
+def source_tables(source: str, reload: bool = False) -> list[ui.TableInfo] | str:
+    """The source's tables and views, read once per session (``reload`` reads again)."""
+    known: dict[str, list[ui.TableInfo] | str] = st.session_state.setdefault(SCHEMAS, {})
+    if reload or source not in known:
+        try:
+            known[source] = store.source_schema(source, actor=me.actor)
+        except ui.KPIStoreError as error:
+            known[source] = str(error)
+    return known[source]
+
+
+def add_to_sql(sql_key: str, name: str) -> None:
+    """Add ``name`` at the end of the SQL (a text box has no cursor Streamlit can reach)."""
+    sql = str(st.session_state.get(sql_key) or "")
+    gap = "" if not sql or sql[-1] in " \n\t(," else " "
+    st.session_state[sql_key] = f"{sql}{gap}{name}"
+
+
+def rows_text(table: ui.TableInfo) -> str:
+    if table.kind == "view":
+        return "view"
+    if table.row_count is None:
+        return "table"
+    about = "about " if table.row_count_estimated else ""
+    return f"{about}{ui.format_number(table.row_count)} rows"
+
+
+def schema_browser(prefix: str, source: str | None) -> None:
+    """The data source's tables and views, their columns and types; a name can be added
+    to the SQL. Read only while the panel is open (and then once per session)."""
+    panel = st.expander(
+        "Tables and columns",
+        icon=":material/table_chart:",
+        key=f"{prefix}_schema",
+        on_change="rerun",
+    )
+    with panel:
+        if not panel.open:
+            return
+        if not source:
+            st.caption("Choose a data source to see its tables.")
+            return
+        reload = st.button(
+            "Read again", icon=":material/refresh:", key=f"{prefix}_schema_reload", type="tertiary"
+        )
+        tables = source_tables(source, reload)
+        if isinstance(tables, str):
+            st.error(ui.md(tables), icon=":material/error:")
+            return
+        if not tables:
+            st.caption(f"The data source '{ui.md(source)}' has no tables or views.")
+            return
+        by_name = {t.sql_name: t for t in tables}
+        name = st.selectbox(
+            "Table or view",
+            list(by_name),
+            format_func=lambda n: f"{n} · {rows_text(by_name[n])}",
+            key=f"{prefix}_schema_table",
+        )
+        table = by_name[name or next(iter(by_name))]
+        columns = pd.DataFrame(
+            [{"Column": c.name, "Type": c.type or ui.MISSING} for c in table.columns],
+            columns=["Column", "Type"],
+        )
+        st.dataframe(
+            columns, hide_index=True, width="stretch", height=min(300, 38 + 35 * len(columns))
+        )
+        sql_key = f"{prefix}_sql"
+        column_names = [c.name for c in table.columns]
+        column = st.selectbox(
+            "Column", column_names, key=f"{prefix}_schema_column", index=0 if column_names else None
+        )
+        buttons = st.container(horizontal=True)
+        buttons.button(
+            "Add the table name",
+            icon=":material/add:",
+            key=f"{prefix}_schema_add_table",
+            on_click=add_to_sql,
+            args=(sql_key, table.sql_name),
+        )
+        if column is not None:
+            buttons.button(
+                "Add the column name",
+                icon=":material/add:",
+                key=f"{prefix}_schema_add_column",
+                on_click=add_to_sql,
+                args=(sql_key, ui.quote_name(column)),
+            )
+        st.caption(
+            "A name is added at the end of the SQL: Streamlit cannot type at the cursor of "
+            "the SQL box. Or copy it from here:"
+        )
+        st.code(
+            table.sql_name if column is None else f"{table.sql_name}.{ui.quote_name(column)}",
+            language="sql",
+        )
 
 
 def test_query_section(prefix: str, spec: Spec) -> None:
@@ -425,43 +579,96 @@ def definition_form(prefix: str, kpi: ui.KPI | None, errors: Errors) -> Spec:
     return spec
 
 
-def conflict_rows(mine: Spec, opened: Spec, theirs: Spec, base: int, version: int) -> list[Spec]:
+def conflict_rows(
+    plan: ui.EditOnTop, mine: Spec, opened: ui.KPI, theirs: ui.KPI, base: int
+) -> list[Spec]:
+    """One row per field either side changed: labels and values as people read them
+    (the target with each version's unit), not field names and raw numbers."""
+    my_unit = str(mine.get("unit", opened.unit) or "")
     rows = []
-    for field, value in mine.items():
-        mine_text, theirs_text = ui.as_text(value), ui.as_text(theirs.get(field))
-        opened_text = ui.as_text(opened.get(field))
-        if mine_text != theirs_text or opened_text != theirs_text:
-            rows.append(
-                {
-                    "Field": field,
-                    f"Version {base} (you opened)": opened_text,
-                    "Your edit": mine_text,
-                    f"Version {version} (saved)": theirs_text,
-                }
-            )
+    for field in ui.KPI.model_fields:
+        if field not in plan.mine and field not in plan.theirs:
+            continue
+        rows.append(
+            {
+                "Field": ui.field_label(field),
+                f"Version {base} (you opened)": ui.field_text(
+                    field, getattr(opened, field), opened.unit
+                ),
+                "Your edit": ui.field_text(field, mine.get(field), my_unit),
+                f"Version {theirs.version} (saved)": ui.field_text(
+                    field, getattr(theirs, field), theirs.unit
+                ),
+            }
+        )
     return rows
 
 
-def conflict_panel(kpi_id: int, mine: Spec, prefix: str, base: int) -> None:
-    """Both versions side by side after a conflicting save; nothing is overwritten."""
+def conflict_panel(kpi_id: int, mine: Spec, prefix: str, base: int, note: str) -> None:
+    """Both versions side by side after a conflicting save; nothing is overwritten. The
+    edit can be discarded (load theirs) or, when the two changed different fields, saved
+    on top of theirs: a new version from theirs plus the fields this edit changed."""
     theirs = store.get_kpi(kpi_id, actor=me.actor)
+    opened = store.get_kpi(kpi_id, base, actor=me.actor)
+    plan = ui.edit_on_top(opened.spec(), mine, theirs.spec())
     st.error(
         f"Not saved: {ui.md(theirs.updated_by)} saved version {theirs.version} of this KPI "
         f"{ui.time_ago(theirs.updated_at)}, after you opened version {base}. "
-        "Nothing was overwritten. Compare below, then load their version and apply your "
-        "change again.",
+        "Nothing was overwritten. Compare below, then keep your edit on top of their "
+        "version, or load their version and apply your change again.",
         icon=":material/sync_problem:",
     )
-    theirs_spec = theirs.spec().model_dump(mode="json")
-    opened = store.get_kpi(kpi_id, base, actor=me.actor).spec().model_dump(mode="json")
-    rows = conflict_rows(mine, opened, theirs_spec, base, theirs.version)
+    rows = conflict_rows(plan, mine, opened, theirs, base)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    if st.button(
+    yours = ", ".join(ui.field_label(f) for f in plan.mine)
+    if plan.overlap:
+        both = ", ".join(ui.field_label(f) for f in plan.overlap)
+        why = f"You both changed {both}: load their version and apply your change again."
+    elif not plan.mine:
+        why = f"Your form holds version {base} unchanged: there is no edit to keep."
+    else:
+        why = None
+    buttons = st.container(horizontal=True)
+    keep = buttons.button(
+        f"Keep my edit on top of version {theirs.version}",
+        key=f"{prefix}_on_top",
+        type="primary",
+        icon=":material/merge:",
+        disabled=not plan.possible,
+        help=why
+        or f"Saves version {theirs.version + 1}: version {theirs.version} with your "
+        f"changes to {yours}.",
+    )
+    if buttons.button(
         f"Load version {theirs.version} (discard my edit)",
         key=f"{prefix}_reload",
         icon=":material/refresh:",
     ):
         st.session_state[f"kp_base_{kpi_id}"] = theirs.version
+        st.rerun()
+    if why:
+        st.caption(why)
+    if not keep:
+        return
+
+    def on_top(actor: str) -> ui.KPI | None:
+        try:
+            return store.update_kpi(
+                kpi_id, plan.mine, actor, expected_version=theirs.version, note=note
+            )
+        except ui.VersionConflictError:  # saved again meanwhile: compare with that one
+            st.rerun()
+            return None
+
+    saved = ui.act("save your edit", on_top, on_error=refused, rerun=None)
+    if saved is not None:
+        ui.forget_error(prefix)
+        st.session_state.pop(f"{prefix}_conflict", None)
+        st.session_state[f"kp_base_{kpi_id}"] = saved.version
+        ui.flash(
+            f"Saved version {saved.version} of '{ui.md(saved.name)}': your changes to "
+            f"{ui.md(yours)} on top of version {theirs.version}."
+        )
         st.rerun()
 
 
@@ -633,4 +840,4 @@ if st.button("Save new version", type="primary", icon=":material/save:", key=f"{
             st.rerun()
 
 if st.session_state.get(f"{prefix}_conflict"):
-    conflict_panel(kpi.id, spec, prefix, base)
+    conflict_panel(kpi.id, spec, prefix, base, note)

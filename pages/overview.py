@@ -78,6 +78,7 @@ run_all = c3.button(
 
 def queued_all(batch: ui.BatchResult) -> str:
     st.session_state["ov_batch"] = batch.batch_id
+    st.session_state["ov_batch_live"] = True
     for refusal in batch.errors:
         ui.flash(f"KPI #{refusal.kpi_id} was not queued: {ui.md(refusal.message)}", "warning")
     return ""
@@ -91,10 +92,13 @@ if run_all:
     )
 
 batch_id = st.session_state.get("ov_batch")
+polling = bool(batch_id) and st.session_state.get("ov_batch_live", False)
 
 
-@st.fragment(run_every=dt.timedelta(seconds=1.5))
+# Polls only while the batch it started runs: an idle tab costs nothing.
+@st.fragment(run_every=dt.timedelta(seconds=1.5) if polling else None)
 def batch_progress() -> None:
+    ui.recheck(store)
     if not batch_id:
         return
     progress = store.batch_progress(batch_id, actor=me.actor)
@@ -110,7 +114,6 @@ def batch_progress() -> None:
                 ":orange[No background worker runs in this app; the runs wait for "
                 "`python -m kpi_store worker`.]"
             )
-        st.session_state["ov_batch_live"] = True
         return
     failed = len(progress.failed)
     message = f"Run all finished: {ok} of {progress.total} succeeded"

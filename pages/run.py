@@ -234,6 +234,7 @@ last = st.session_state.get("rn_last")
 
 @st.fragment(run_every=dt.timedelta(seconds=2))
 def last_request() -> None:
+    ui.recheck(store)
     if not last:
         return
     st.subheader("Result", divider="gray")
@@ -312,6 +313,7 @@ def recent_table(recent: tuple[ui.Execution, ...]) -> None:
 
 @st.fragment(run_every=dt.timedelta(seconds=2))
 def job_monitor() -> None:
+    ui.recheck(store)
     st.subheader("Job monitor", divider="gray")
     board = None
     with ui.friendly_errors():
@@ -338,6 +340,7 @@ job_monitor()
 
 @st.fragment(run_every=dt.timedelta(seconds=5))
 def my_runs() -> None:
+    ui.recheck(store)
     if not me.actor:
         return
     st.subheader("My runs", divider="gray")

@@ -134,6 +134,7 @@ CASES: dict[str, Case] = {
     ),
     "data_sources": Case(lambda w, a, _: w.store.data_sources(actor=a)),
     "data_source": Case(lambda w, a, _: w.store.data_source("shop", actor=a)),
+    "source_schema": Case(lambda w, a, _: w.store.source_schema("shop", actor=a)),
     # definitions
     "validate_kpi": Case(lambda w, a, _: w.store.validate_kpi(make_spec(), actor=a)),
     "create_kpi": Case(lambda w, a, _: w.store.create_kpi(make_spec(name=f"N{next(_names)}"), a)),
@@ -172,6 +173,11 @@ CASES: dict[str, Case] = {
     "export_link": Case(lambda w, a, _: w.store.export_link(w.run, a)),
     "export_csv": Case(
         lambda w, a, _: w.store.export_csv(w.run, w.folder / f"out{next(_names)}.csv", a)
+    ),
+    "export_file": Case(
+        lambda w, a, _: w.store.export_file(
+            w.run, w.folder / f"out{next(_names)}.xlsx", a, format="xlsx"
+        )
     ),
     "page_csv": Case(lambda w, a, _: w.store.page_csv(w.run, actor=a)),
     # demo and uploads

@@ -28,7 +28,7 @@ HELP_OPTIONS = {
     "demo": [],
     "list": ["--search", "--tag", "--archived"],
     "run": ["KPI", "--param", "--timeout", "--background"],
-    "export": ["EXECUTION", "-o", "--excel"],
+    "export": ["EXECUTION", "-o", "--format", "--excel"],
     "history": ["KPI"],
     "audit": ["--kpi", "--person", "--action", "--limit", "--verify"],
     "people": ["--add", "--set", "--name", "--role", "--source", "--all-sources"],

@@ -364,7 +364,8 @@ def test_unsafe_sql_is_refused_on_update(store, kpi, table_counts, sql):
     ids=["select", "with", "union", "comments"],
 )
 def test_read_only_queries_are_accepted(store, kpi_spec, sql):
-    assert store.create_kpi(kpi_spec(sql=sql, parameters=[]), "alice").version == 1
+    spec = kpi_spec(sql=sql, parameters=[], value_column=None)
+    assert store.create_kpi(spec, "alice").version == 1
 
 
 # Each case: spec overrides, and the field_errors key expected (or a key prefix).
@@ -430,7 +431,8 @@ def test_missing_required_field_is_refused(store, kpi_spec, table_counts, missin
     before = table_counts()
     with pytest.raises(ValidationError) as caught:
         store.create_kpi(spec, "alice")
-    assert caught.value.field_errors[missing] == "is required"
+    label = {"name": "Name", "data_source": "Data source", "sql": "SQL"}[missing]
+    assert caught.value.field_errors[missing] == f"{label} is required"
     assert table_counts() == before
 
 

@@ -368,24 +368,32 @@ def test_value_defaults_to_the_first_numeric_column(
     }
 
 
+def rename_amount(source_db: Path) -> None:
+    """The source changes after the KPI was saved (saving checks the value column)."""
+    with sqlite3.connect(source_db) as connection:
+        connection.execute("ALTER TABLE sales RENAME COLUMN amount TO amount_eur")
+
+
 def test_value_column_missing_from_the_result_fails_naming_it(
-    store: KPIStore, add_kpi: Callable[..., int]
+    store: KPIStore, add_kpi: Callable[..., int], source_db: Path
 ) -> None:
-    kpi_id = add_kpi("SELECT region, amount FROM sales", value_column="revenue", max_retries=3)
+    kpi_id = add_kpi("SELECT * FROM sales", value_column="amount", max_retries=3)
+    rename_amount(source_db)
     run = store.execute(kpi_id, actor="tester")
     assert run.status == "failed"
     assert run.attempts == 1
-    assert "'revenue'" in run.error and "amount" in run.error
+    assert "'amount'" in run.error and "amount_eur" in run.error
     assert stored_rows(store, run.id) == 0
 
 
 def test_value_column_missing_fails_even_when_no_rows_come_back(
-    store: KPIStore, add_kpi: Callable[..., int]
+    store: KPIStore, add_kpi: Callable[..., int], source_db: Path
 ) -> None:
-    kpi_id = add_kpi("SELECT region, amount FROM sales WHERE id < 0", value_column="revenue")
+    kpi_id = add_kpi("SELECT * FROM sales WHERE id < 0", value_column="amount")
+    rename_amount(source_db)
     run = store.execute(kpi_id, actor="tester")
     assert run.status == "failed"
-    assert "'revenue'" in run.error
+    assert "'amount'" in run.error
 
 
 def test_an_empty_result_succeeds_with_no_value(

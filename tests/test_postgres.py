@@ -459,7 +459,7 @@ def test_stores_opened_at_once_on_an_empty_database_migrate_it_once(postgres_url
                 "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
             ).scalar_one()
         assert len(versions) == 1
-        assert tables == 9  # eight tables (people since 0004) and alembic_version
+        assert tables == 11  # ten tables (result views since 0005) and alembic_version
     finally:
         for store in opened:
             store.close()

@@ -80,7 +80,7 @@ def test_paging_through_the_rows(demo_store, detail_run):
 
 def test_the_grid_gets_one_page_of_rows(demo_store, detail_run):
     frame = demo_store.result_frame(detail_run.id, page=2, page_size=50)
-    shown = kpi_ui.grid_frame(frame)
+    shown = kpi_ui.grid.grid_frame(frame)
     assert len(shown) == 50
     assert list(shown.columns) == [c.name for c in detail_run.columns]
     assert shown.iloc[0]["line_id"] == demo_store.result_page(detail_run.id, 2, 50).rows[0][0]
@@ -135,9 +135,11 @@ def fetch(store, path: str) -> tuple[int, dict[str, str], bytes, int]:
     return start["status"], headers, b"".join(chunks), len(chunks)
 
 
-def export_href(at) -> str:
-    [link] = [m for m in texts(at.markdown) if 'class="kpi-download"' in m]
-    return re.search(r'href="([^"]+)"', link).group(1).replace("&amp;", "&")
+def export_href(at, format: str = "csv") -> str:
+    links = [m for m in texts(at.markdown) if 'class="kpi-download"' in m]
+    hrefs = [re.search(r'href="([^"]+)"', link).group(1).replace("&amp;", "&") for link in links]
+    [href] = [h for h in hrefs if f".{format}?" in h]
+    return href
 
 
 def test_download_of_every_row_matches_the_store(demo_store, detail_run):
@@ -249,3 +251,71 @@ def test_queued_run_waits_for_the_worker(demo_store):
     at = open_app("drilldown", query={"execution": run.id})
     no_exception(at)
     assert any("Queued" in i and "refreshes by itself" in i for i in texts(at.info))
+
+
+def grid_state(sort: list[tuple[str, str]] = (), filters: dict | None = None) -> dict:
+    """What the grid sends back after a click on a header or a filter: its state."""
+    return {
+        "gridState": {
+            "sort": {"sortModel": [{"colId": c, "sort": d} for c, d in sort]},
+            "filter": {"filterModel": filters or {}},
+        }
+    }
+
+
+def test_the_grid_sort_and_filter_apply_to_every_row(demo_store, detail_run):
+    at = open_app("drilldown", query={"execution": detail_run.id})
+    key = f"dd_grid_{detail_run.id}"
+    at.session_state[key] = grid_state(
+        [("line_amount", "desc")],
+        {"category": {"filterType": "text", "type": "equals", "filter": "electronics"}},
+    )
+    at.run()
+    no_exception(at)
+    view = demo_store.result_page(
+        detail_run.id,
+        1,
+        50,
+        sort=[("line_amount", "desc")],
+        filters=[{"column": "category", "op": "equals", "value": "electronics"}],
+    )
+    assert 0 < view.total < detail_run.row_count
+    caption = (
+        f"Rows 1–50 of {view.total:,} (filtered from {detail_run.row_count:,}) "
+        "· sorted by line_amount desc"
+    )
+    assert caption in texts(at.caption)
+    assert at.number_input(key=f"dd_page_{detail_run.id}").max == view.total_pages
+    amount = [c.name for c in view.columns].index("line_amount")
+    amounts = [row[amount] for row in view.rows]
+    assert amounts == sorted(amounts, reverse=True)
+    # A new sort or filter starts again on page 1.
+    at.number_input(key=f"dd_page_{detail_run.id}").set_value(3).run()
+    assert f"Rows 101–{min(150, view.total):,} of {view.total:,}" in " ".join(texts(at.caption))
+    at.session_state[key] = grid_state([("line_amount", "asc")])
+    at.run()
+    assert at.number_input(key=f"dd_page_{detail_run.id}").value == 1
+    assert f"Rows 1–50 of {detail_run.row_count:,} · sorted by line_amount asc" in texts(at.caption)
+
+
+def test_excel_and_parquet_downloads_hold_every_row_typed(demo_store, detail_run):
+    import openpyxl
+    import pyarrow.parquet as pq
+
+    at = open_app("drilldown", query={"execution": detail_run.id})
+    stored = demo_store.result_page(detail_run.id, 1, 1000).rows
+    status, headers, data, _chunks = fetch(None, export_href(at, "xlsx"))
+    assert status == 200 and "spreadsheetml" in headers["content-type"]
+    assert f"run-{detail_run.id}.xlsx" in headers["content-disposition"]
+    sheet = openpyxl.load_workbook(io.BytesIO(data), read_only=True).active
+    rows = list(sheet.iter_rows(values_only=True))
+    assert list(rows[0]) == [c.name for c in detail_run.columns]
+    assert len(rows) - 1 == detail_run.row_count
+    assert [r[0] for r in rows[1:1001]] == [r[0] for r in stored]
+    status, headers, data, _chunks = fetch(None, export_href(at, "parquet"))
+    assert status == 200 and headers["content-type"] == "application/vnd.apache.parquet"
+    table = pq.read_table(io.BytesIO(data))
+    assert table.num_rows == detail_run.row_count
+    assert table.column("line_id").to_pylist()[:1000] == [r[0] for r in stored]
+    formats = [e.details["format"] for e in demo_store.audit_log(action="EXPORT")]
+    assert sorted(formats) == ["parquet", "xlsx"]

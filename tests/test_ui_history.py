@@ -40,8 +40,9 @@ def test_versions_tab_shows_timeline_and_diff(demo_store, orders):
     assert timeline[0].startswith("Changed by **editor**") and "_Stretch goal_" in timeline[0]
     assert timeline[1].startswith("Created by **demo**")
     diff = at.dataframe[1].value
-    assert set(diff["Field"]) == {"target", "sql"}
-    assert diff.set_index("Field").loc["target", "Version 2"] == "20000.0"
+    assert set(diff["Field"]) == {"Target", "SQL"}
+    assert diff.set_index("Field").loc["Target", "Version 2"] == "20,000 orders"
+    assert diff.set_index("Field").loc["Target", "Version 1"] == "18,500 orders"
     assert any("+  AND 1 = 1" in c for c in texts(at.code))
 
 

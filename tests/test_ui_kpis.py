@@ -154,14 +154,14 @@ def test_concurrent_edit_shows_both_versions_and_overwrites_nothing(demo_store):
     no_exception(at)
     assert any("Not saved: bob saved version 2" in e for e in texts(at.error))
     table = at.dataframe[-1].value
-    assert set(table["Field"]) == {"owner", "unit"}
+    assert set(table["Field"]) == {"Owner", "Unit"}
     assert list(table.columns) == [
         "Field",
         "Version 1 (you opened)",
         "Your edit",
         "Version 2 (saved)",
     ]
-    row = table.set_index("Field").loc["unit"]
+    row = table.set_index("Field").loc["Unit"]
     assert (row["Your edit"], row["Version 2 (saved)"]) == ("sales", "orders")
     current = demo_store.get_kpi(kpi.id)
     assert (current.version, current.owner, current.unit) == (2, "Bob's team", "orders")

@@ -76,7 +76,8 @@ def test_upload_targets_are_the_sqlite_sources(store: KPIStore) -> None:
 
 def test_batch_progress_and_the_failed_rerun(store: KPIStore, kpi_spec) -> None:
     good = kpi(store, kpi_spec, name="Good")
-    bad = kpi(store, kpi_spec, name="Bad", sql="SELECT x FROM gone WHERE :start = :region")
+    gone = "SELECT x FROM gone WHERE :start = :region"  # no value column: saved unchecked
+    bad = kpi(store, kpi_spec, name="Bad", sql=gone, value_column=None)
     batch = store.execute_batch([good, bad], {"region": "south"}, actor="t")
     progress = store.batch_progress(batch.batch_id)
     assert progress.total == 2 and progress.done and progress.share_done == 1.0
