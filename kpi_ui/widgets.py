@@ -30,6 +30,7 @@ from kpi_store.formats import (
 )
 from kpi_store.values import coerce_value
 
+from .charts import sparkline
 from .links import Page, kpi_link, run_link
 from .look import RAG_STYLE, STATUS_STYLE, status_label
 from .messages import field_error, md, md_delta
@@ -75,17 +76,17 @@ def kpi_card(kpi: KPI, runs: Sequence[Execution]) -> None:
         with badge:
             rag_badge(kpi.rag_status(value), kpi.target is not None)
         delta = format_change(values[0] - values[1], kpi.unit) if len(values) > 1 else None
-        sparkline = values[:20][::-1]
+        trend = values[:20][::-1]
         st.metric(
             md(kpi.description or kpi.name),
             md(format_value(value, kpi.unit)),
             delta=md_delta(delta) if delta else None,
             delta_color="normal" if kpi.direction == Direction.HIGHER_IS_BETTER else "inverse",
-            chart_data=sparkline if len(sparkline) > 1 else None,
-            chart_type="line",
             label_visibility="collapsed",
             delta_description="vs previous run" if delta else None,
         )
+        if len(trend) > 1:  # drawn with a text alternative (st.metric's chart has none)
+            sparkline(trend, kpi.name, kpi.unit)
         target = format_value(kpi.target, kpi.unit) if kpi.target is not None else "none"
         st.text(f"Target {target} · {kpi.owner or 'no owner'}")
         _last_run_caption(runs[0] if runs else None)
@@ -279,41 +280,6 @@ def facts_grid(rows: dict[str, Any], columns: int = 4) -> None:
 
 
 # -- result grid ------------------------------------------------------------------------------
-
-
-def result_grid(frame: pd.DataFrame, key: str, height: int | None = None) -> None:
-    """One page of rows in an AgGrid: sortable, filterable, resizable columns.
-
-    The grid gets only this page (streamlit-aggrid has no server-side paging), so
-    sorting and filtering apply within the page.
-    """
-    from st_aggrid import AgGrid, GridOptionsBuilder
-
-    shown = grid_frame(frame)
-    builder = GridOptionsBuilder.from_dataframe(shown)
-    builder.configure_default_column(
-        sortable=True, filter=True, resizable=True, minWidth=90, floatingFilter=False
-    )
-    for column in frame.columns:
-        series = frame[column]
-        if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-            builder.configure_column(column, type=["numericColumn", "numberColumnFilter"])
-    strategy = "fitGridWidth" if len(shown.columns) <= 8 else "fitCellContents"
-    builder.configure_grid_options(
-        enableCellTextSelection=True,
-        autoSizeStrategy={"type": strategy},
-        suppressFieldDotNotation=True,  # a column named "a.b" is that column, not a path
-    )
-    AgGrid(
-        shown,
-        gridOptions=builder.build(),
-        height=height or min(560, 48 + 34 * max(len(shown), 3)),
-        theme="streamlit",
-        key=key,
-        show_toolbar=False,
-        show_download_button=False,
-        show_search=False,
-    )
 
 
 def grid_frame(frame: pd.DataFrame) -> pd.DataFrame:

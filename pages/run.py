@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -237,7 +238,7 @@ def last_request() -> None:
     ui.recheck(store)
     if not last:
         return
-    st.subheader("Result", divider="gray")
+    st.header("Result", divider="gray")
     with ui.friendly_errors():
         if "runs" in last:
             for execution in store.runs(last["runs"], actor=me.actor):
@@ -287,21 +288,18 @@ def job_row(job: ui.Execution, expected: int | None) -> None:
             ui.act("cancel a run", lambda actor: store.cancel(job.id, actor))
 
 
-def recent_table(recent: tuple[ui.Execution, ...]) -> None:
-    st.markdown("**Recently finished**")
+def runs_table(runs: Sequence[ui.Execution], **more: Callable[[ui.Execution], Any]) -> None:
+    """Runs as a table: run, KPI, status, value, the ``more`` columns, and a drill-down link."""
     rows = [
         {
             "Run": r.id,
             "KPI": kpi_name(r.kpi_id),
             "Status": ui.status_label(r.status),
             "Value": ui.format_value(r.value, kpi_unit(r.kpi_id)),
-            "Duration": ui.format_duration(r.execution_time_ms),
-            "Attempts": r.attempts,
-            "By": r.requested_by,
-            "Finished": ui.time_ago(r.finished_at),
+            **{label: cell(r) for label, cell in more.items()},
             "Open": ui.run_url(r.id),
         }
-        for r in recent
+        for r in runs
     ]
     st.dataframe(
         pd.DataFrame(rows),
@@ -311,10 +309,21 @@ def recent_table(recent: tuple[ui.Execution, ...]) -> None:
     )
 
 
+def recent_table(recent: tuple[ui.Execution, ...]) -> None:
+    st.markdown("**Recently finished**")
+    runs_table(
+        recent,
+        Duration=lambda r: ui.format_duration(r.execution_time_ms),
+        Attempts=lambda r: r.attempts,
+        By=lambda r: r.requested_by,
+        Finished=lambda r: ui.time_ago(r.finished_at),
+    )
+
+
 @st.fragment(run_every=dt.timedelta(seconds=2))
 def job_monitor() -> None:
     ui.recheck(store)
-    st.subheader("Job monitor", divider="gray")
+    st.header("Job monitor", divider="gray")
     board = None
     with ui.friendly_errors():
         board = store.job_board(actor=me.actor)  # one read, however many jobs run
@@ -343,30 +352,17 @@ def my_runs() -> None:
     ui.recheck(store)
     if not me.actor:
         return
-    st.subheader("My runs", divider="gray")
+    st.header("My runs", divider="gray")
     mine: list[ui.Execution] = []
     with ui.friendly_errors():
         mine = store.executions(requested_by=me.actor, limit=20, actor=me.actor)
     if not mine:
         st.caption("You have not run anything yet.")
         return
-    rows = [
-        {
-            "Run": r.id,
-            "KPI": kpi_name(r.kpi_id),
-            "Status": ui.status_label(r.status),
-            "Value": ui.format_value(r.value, kpi_unit(r.kpi_id)),
-            "Parameters": ui.format_params(r.params),
-            "Asked": ui.time_ago(r.created_at),
-            "Open": ui.run_url(r.id),
-        }
-        for r in mine
-    ]
-    st.dataframe(
-        pd.DataFrame(rows),
-        hide_index=True,
-        width="stretch",
-        column_config={"Open": st.column_config.LinkColumn("Drill-down", display_text="Open")},
+    runs_table(
+        mine,
+        Parameters=lambda r: ui.format_params(r.params),
+        Asked=lambda r: ui.time_ago(r.created_at),
     )
 
 
