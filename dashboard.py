@@ -23,7 +23,7 @@ def render() -> None:
         page_title="KPI Desk",
         page_icon=":material/monitoring:",
         layout="wide",
-        initial_sidebar_state="expanded",
+        initial_sidebar_state="auto",  # collapsed on a phone, open on wider screens
     )
     ui.page_style()
     st.logo(ui.LOGO_SVG, icon_image=ui.ICON_SVG, size="large")

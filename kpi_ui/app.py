@@ -129,17 +129,20 @@ def ensure_app_navigation() -> None:
 
 
 def navigation(role: Role = Role.ADMIN) -> Any:
-    """``st.navigation`` over the pages ``role`` may open, grouped as the sidebar shows
-    them (the People page is for admins)."""
+    """``st.navigation`` over the pages ``role`` may open, group by group as the sidebar
+    shows them (the People page is for admins).
+
+    One flat list, its groups set apart by a gap (``look.nav_gaps_css``), not Streamlit's
+    sections: those put each section's header and links in a ``<div>`` straight inside
+    the ``<ul>``, which screen readers cannot read as a list (axe-core's rules ``list``
+    and ``listitem``), and the app has no say in that markup."""
     return st.navigation(
-        {
-            group: [
-                st.Page(page.path, title=title, icon=icon, default=page == Page.OVERVIEW)
-                for page, title, icon in entries
-                if page not in ADMIN_PAGES or role.includes(Role.ADMIN)
-            ]
-            for group, entries in NAVIGATION.items()
-        }
+        [
+            st.Page(page.path, title=title, icon=icon, default=page == Page.OVERVIEW)
+            for entries in NAVIGATION.values()
+            for page, title, icon in entries
+            if page not in ADMIN_PAGES or role.includes(Role.ADMIN)
+        ]
     )
 
 

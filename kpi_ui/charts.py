@@ -1,4 +1,5 @@
-"""Charts: a KPI's runs over time against its target, and audit events over time."""
+"""Charts: a KPI's runs over time against its target, audit events over time, and the
+sparkline of a KPI card. Each has a text alternative (``alt``) that says what it shows."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import pandas as pd
 import streamlit as st
 
 from kpi_store import Execution, RunStatus
-from kpi_store.formats import format_duration, format_params
+from kpi_store.formats import format_duration, format_params, format_value
 
-from .look import STATUS_COLOURS
+from .look import PRIMARY, STATUS_COLOURS
 
 RUN_COLUMNS = ["run", "when", "value", "status", "version", "params", "rows", "duration", "by"]
 
@@ -83,7 +84,27 @@ def runs_chart(runs: Sequence[Execution], target: float | None, unit: str = "") 
             .mark_rule(color="#f59e0b", strokeDash=[6, 4], strokeWidth=2)
             .encode(y="target:Q", tooltip=[alt.Tooltip("target:Q", title="Target")])
         )
-    st.altair_chart(alt.layer(*layers).properties(height=320), width="stretch")
+    st.altair_chart(
+        alt.layer(*layers).properties(height=320),
+        width="stretch",
+        alt=runs_summary(runs, target, unit),
+    )
+
+
+def runs_summary(runs: Sequence[Execution], target: float | None, unit: str = "") -> str:
+    """What the runs chart shows, in words (its text alternative)."""
+    ok = [r for r in runs if r.status == RunStatus.SUCCESS and r.value is not None]
+    words = f"Value of {len(runs)} runs over time ({len(ok)} succeeded)"
+    if ok:
+        newest = max(ok, key=lambda r: (r.finished_at or r.created_at, r.id))
+        values = [r.value for r in ok if r.value is not None]
+        words += (
+            f"; latest {format_value(newest.value, unit)}, lowest "
+            f"{format_value(min(values), unit)}, highest {format_value(max(values), unit)}"
+        )
+    if target is not None:
+        words += f"; target {format_value(target, unit)}"
+    return words + "."
 
 
 def events_chart(frame: pd.DataFrame) -> None:
@@ -101,4 +122,42 @@ def events_chart(frame: pd.DataFrame) -> None:
         )
         .properties(height=max(200, 40 * frame["actor"].nunique() + 90))
     )
-    st.altair_chart(chart, width="stretch")
+    people = frame["actor"].nunique()
+    words = (
+        f"{len(frame)} audit events over time by {people} {'person' if people == 1 else 'people'}"
+    )
+    st.altair_chart(chart, width="stretch", alt=f"{words}, coloured by action.")
+
+
+def sparkline(values: Sequence[float], name: str, unit: str = "") -> None:
+    """A KPI's recent values (oldest first) as a small line, with its trend in words.
+
+    Drawn here rather than by ``st.metric(chart_data=...)``, whose chart can be given no
+    text alternative (it is named "Vega visualization" and holds an unnamed graphics
+    symbol, which axe-core reports under ``svg-img-alt``)."""
+    shown = [format_value(v, unit) for v in values]
+    frame = pd.DataFrame(
+        {
+            "run": range(1, len(values) + 1),
+            "value": list(values),
+            "shown": shown,
+            "label": [f"Value {i} of {len(shown)}: {text}" for i, text in enumerate(shown, 1)],
+        }
+    )
+    words = (
+        f"{name}, last {len(values)} values: from {shown[0]} to {shown[-1]} "
+        f"(lowest {format_value(min(values), unit)}, highest {format_value(max(values), unit)})."
+    )
+    chart = (
+        alt.Chart(frame)
+        .mark_line(color=PRIMARY, strokeWidth=2, point=alt.OverlayMarkDef(color=PRIMARY, size=20))
+        .encode(
+            x=alt.X("run:Q", axis=None, scale=alt.Scale(nice=False, padding=4)),
+            y=alt.Y("value:Q", axis=None, scale=alt.Scale(zero=False, padding=4)),
+            tooltip=[alt.Tooltip("shown:N", title=name)],
+            description="label:N",
+        )
+        .properties(height=56)
+        .configure_view(strokeWidth=0)
+    )
+    st.altair_chart(chart, width="stretch", alt=words)

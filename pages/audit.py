@@ -124,7 +124,7 @@ frame = pd.DataFrame(
     ]
 )
 
-st.subheader(f"{len(entries):,} entries", divider="gray")
+st.header(f"{len(entries):,} entries", divider="gray")
 ui.events_chart(frame)
 
 st.dataframe(
@@ -177,7 +177,7 @@ def before_and_after(before: Any, after: Any) -> None:
         st.json(after if after is not None else {}, expanded=True)
 
 
-st.subheader("Entry details", divider="gray")
+st.header("Entry details", divider="gray")
 by_id = {e.id: e for e in entries}
 chosen = st.selectbox(
     "Entry",

@@ -56,7 +56,7 @@ name = names.get(run.kpi_id, f"KPI #{run.kpi_id} (deleted)")
 # -- facts ------------------------------------------------------------------------------
 
 head, badge = st.columns([5, 1], vertical_alignment="center")
-head.subheader(f"{ui.md(name)} · version {run.kpi_version}", anchor=False)
+head.header(f"{ui.md(name)} · version {run.kpi_version}", anchor=False)
 with badge:
     ui.status_badge(run.status)
 
@@ -80,13 +80,16 @@ facts = {
 }
 if run.batch_id:
     facts["Batch"] = run.batch_id
+# The rows (or why there are none) come before the details: on a phone the grid is then
+# within reach, not below two screens of facts.
+rows_area = st.container()
 with st.expander("Run details", expanded=True, icon=":material/info:"):
     ui.facts_grid(facts)
     if run.kpi_id in names:
         ui.kpi_link(run.kpi_id, "All runs of this KPI", ui.Page.HISTORY, ":material/timeline:")
 
 if run.truncated:
-    st.warning(
+    rows_area.warning(
         f"This result was cut at {run.row_count:,} rows (the row limit); the value covers "
         "the stored rows only.",
         icon=":material/content_cut:",
@@ -105,15 +108,16 @@ if not run.finished:
             icon=":material/hourglass_top:",
         )
 
-    wait_for_run()
+    with rows_area:
+        wait_for_run()
     st.stop()
 
 if run.status != ui.RunStatus.SUCCESS:
-    st.error(ui.md(run.error or f"The run ended as {run.status}."), icon=":material/error:")
+    rows_area.error(ui.md(run.error or f"The run ended as {run.status}."), icon=":material/error:")
     st.stop()
 
 if not run.row_count:
-    st.info("The query returned no rows.", icon=":material/inbox:")
+    rows_area.info("The query returned no rows.", icon=":material/inbox:")
     st.stop()
 
 # -- rows -------------------------------------------------------------------------------
@@ -271,4 +275,5 @@ def other_formats(view: ui.GridView, total: int) -> None:
             ui.full_export_link(store, run, name, actor, False, label, sort, filters, kind)
 
 
-rows_and_downloads()
+with rows_area:
+    rows_and_downloads()

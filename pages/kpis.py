@@ -257,7 +257,7 @@ def parameter_rows(prefix: str, initial: list[ui.ParameterSpec], errors: Errors)
 def identity_section(prefix: str, kpi: ui.KPI | None, errors: Errors) -> Spec:
     """Name, owner, description, plain-words definition and tags."""
     spec: Spec = {}
-    st.markdown("##### What it means")
+    st.markdown("### What it means")
     c1, c2 = st.columns([2, 1])
     with c1:
         spec["name"] = st.text_input(
@@ -301,7 +301,7 @@ def query_section(prefix: str, kpi: ui.KPI | None, errors: Errors) -> Spec:
     sources: list[str] = []
     with ui.friendly_errors():
         sources = [s.name for s in store.data_sources(actor=me.actor)]
-    st.markdown("##### How it is computed")
+    st.markdown("### How it is computed")
     if not sources:
         st.warning("There are no data sources yet.", icon=":material/database:")
         ui.link(ui.Page.DATA_SOURCES, "Add a data source", ":material/database:")
@@ -474,7 +474,7 @@ def test_query_section(prefix: str, spec: Spec) -> None:
 def value_section(prefix: str, kpi: ui.KPI | None, errors: Errors) -> Spec:
     """The headline value: its column, aggregation and unit."""
     spec: Spec = {}
-    st.markdown("##### The headline value and its target")
+    st.markdown("### The headline value and its target")
     c1, c2, c3 = st.columns(3)
     with c1:
         value_column = st.text_input(
@@ -676,7 +676,7 @@ def conflict_panel(kpi_id: int, mine: Spec, prefix: str, base: int, note: str) -
 
 
 def create_form() -> None:
-    st.subheader("New KPI", divider="gray")
+    st.header("New KPI", divider="gray")
     if ui.locked(ui.Role.EDITOR, "create KPIs"):
         return
     nonce = st.session_state.setdefault("kp_new_nonce", 0)
@@ -720,7 +720,7 @@ archive_label = "Unarchive" if is_archived else "Archive"
 
 head, actions = st.columns([1, 1], vertical_alignment="center")
 with head:
-    st.subheader(ui.md(kpi.name), anchor=False)
+    st.header(ui.md(kpi.name), anchor=False)
     st.text(
         f"Version {kpi.version} · saved by {kpi.updated_by} {ui.time_ago(kpi.updated_at)} · "
         f"created by {kpi.created_by}"

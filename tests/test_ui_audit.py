@@ -12,7 +12,7 @@ def test_chain_check_and_entries(demo_store):
     at = open_app("audit")
     count = len(demo_store.audit_log(limit=None))
     assert f"Audit chain intact: {count:,} entries checked." in texts(at.success)
-    assert f"{count:,} entries" in texts(at.subheader)
+    assert f"{count:,} entries" in texts(at.header)
     table = at.dataframe[0].value
     assert len(table) == count
     assert set(table["action"]) == {"CREATE", "DATA_SOURCE_ADD"}

@@ -59,7 +59,7 @@ def test_home_link_with_execution_opens_the_drilldown(demo_store):
     at = open_app(query={"execution": run.id})
     assert texts(at.title) == ["Drill-down"]
     assert at.selectbox(key="dd_run").value == run.id
-    assert "Orders · version 1" in texts(at.subheader)
+    assert "Orders · version 1" in texts(at.header)
 
 
 def test_home_link_with_kpi_opens_that_kpi(demo_store):
@@ -67,7 +67,7 @@ def test_home_link_with_kpi_opens_that_kpi(demo_store):
     at = open_app(query={"kpi": kpi.id})
     assert texts(at.title) == ["KPIs"]
     assert at.selectbox(key="kp_open").value == kpi.id
-    assert "Revenue" in texts(at.subheader)
+    assert "Revenue" in texts(at.header)
 
 
 def test_a_missing_store_is_a_message_not_a_traceback(tmp_path, monkeypatch):

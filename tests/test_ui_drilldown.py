@@ -46,7 +46,7 @@ def test_no_runs_is_an_empty_state(demo_store):
 def test_facts_of_the_run(demo_store, detail_run):
     at = open_app("drilldown", query={"execution": detail_run.id})
     assert at.selectbox(key="dd_run").value == detail_run.id
-    assert "Order Line Detail · version 1" in texts(at.subheader)
+    assert "Order Line Detail · version 1" in texts(at.header)
     values = metrics(at)
     assert values["Rows"] == f"{detail_run.row_count:,}"
     assert values["Value"] == kpi_ui.format_value(detail_run.value, "$")

@@ -52,7 +52,7 @@ def test_create_a_kpi_through_the_form(app_store, sales_db):
     # The page now shows the new KPI and its URL names it.
     assert at.selectbox(key="kp_open").value == kpi.id
     assert at.query_params["kpi"] == str(kpi.id)
-    assert "Sales since" in texts(at.subheader)
+    assert "Sales since" in texts(at.header)
 
 
 def test_test_query_previews_rows_before_saving(app_store, sales_db):

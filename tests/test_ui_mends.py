@@ -172,7 +172,7 @@ def test_an_unknown_kpi_in_the_link_says_so_and_stays(demo_store):
     assert texts(at.title) == ["KPIs"]
     assert any("There is no KPI with id 9999" in e for e in texts(at.error))
     assert at.query_params["kpi"] == "9999"  # the link is kept as it was
-    assert "New KPI" not in texts(at.subheader)  # not the new-KPI form
+    assert "New KPI" not in texts(at.header)  # not the new-KPI form
     at.run()
     assert any("There is no KPI with id 9999" in e for e in texts(at.error))
     # Choosing a KPI moves on.
@@ -189,7 +189,7 @@ def test_new_kpi_from_an_unknown_link(demo_store):
     assert any("There is no KPI with id abc" in e for e in texts(at.error))
     at.button(key="kp_new_instead").click().run()
     no_exception(at)
-    assert "New KPI" in texts(at.subheader) and "kpi" not in at.query_params
+    assert "New KPI" in texts(at.header) and "kpi" not in at.query_params
 
 
 # -- the value column and date ranges, checked by the store ---------------------------------
@@ -324,7 +324,7 @@ def test_the_catalogue_row_opens_the_kpi(demo_store):
     orders = next(k for k in demo_store.list_kpis() if k.name == "Orders")
     assert at.selectbox(key="kp_open").value == orders.id
     assert at.query_params["kpi"] == str(orders.id)
-    assert "Orders" in texts(at.subheader)
+    assert "Orders" in texts(at.header)
     # The selection stays; choosing another KPI in the box is not overridden by it.
     revenue = next(k for k in demo_store.list_kpis() if k.name == "Revenue")
     at.selectbox(key="kp_open").set_value(revenue.id).run()

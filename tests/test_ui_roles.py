@@ -189,7 +189,7 @@ def check_kpis(at: AppTest, role: str, ids: dict[str, Any]) -> None:
     at.query_params["kpi"] = str(kpi)
     at.run()
     no_exception(at)
-    assert "Orders" in texts(at.subheader)
+    assert "Orders" in texts(at.header)
     archive, delete = at.button(key="kp_archive"), at.button(key="kp_delete")
     assert archive.disabled is (not may(role, "editor"))
     assert delete.disabled is (not may(role, "admin"))
@@ -207,7 +207,7 @@ def check_kpis(at: AppTest, role: str, ids: dict[str, Any]) -> None:
     # The create form ("New KPI"): a lock caption instead of the form below editor.
     at.selectbox(key="kp_open").set_value(None).run()
     no_exception(at)
-    assert "New KPI" in texts(at.subheader)
+    assert "New KPI" in texts(at.header)
     has_form = any(t.key == "kf_new_0_name" for t in at.text_input)
     assert has_form is may(role, "editor")
     assert locked_caption(at, "editor", "create KPIs", role) is (not may(role, "editor"))
@@ -234,7 +234,7 @@ def check_run(at: AppTest, role: str, ids: dict[str, Any]) -> None:
     }[role]
     assert cancels == expected
     # "My runs": the person's own runs.
-    assert "My runs" in texts(at.subheader)
+    assert "My runs" in texts(at.header)
     if role in ("runner", "admin"):
         mine = at.dataframe[-1].value
         assert list(mine["Run"]) == [ids[f"{role}_run"]]
@@ -462,7 +462,7 @@ def test_person_scoped_to_another_source_sees_no_demo_kpis(signed_in, ids):
     assert "There are no active KPIs to run yet." in texts(at.info)
     # A link to a demo KPI opens nothing of it.
     at = as_role("viewer", "kpis", {"kpi": ids["orders"]})
-    assert "Orders" not in texts(at.subheader)
+    assert "Orders" not in texts(at.header)
     assert not any("Orders" in m for m in texts(at.markdown))
 
 

@@ -118,7 +118,7 @@ def test_background_run_is_queued_and_can_be_cancelled(demo_store):
     [run] = demo_store.executions(kpi_id=orders.id)
     assert run.status == "pending" and run.mode == "background"
     assert any(f"Queued run #{run.id}" in i for i in texts(at.info))
-    assert "Job monitor" in texts(at.subheader)
+    assert "Job monitor" in texts(at.header)
     assert any("No background worker" in c for c in texts(at.caption))
     at.button(key=f"rn_cancel_{run.id}").click().run()
     no_exception(at)
