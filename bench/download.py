@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 page = browser.new_page(accept_downloads=True)
                 page.goto(f"http://127.0.0.1:{args.port}/drilldown?execution={run_id}")
-                box = page.locator('[data-testid="stSidebar"]').get_by_label("Your name", exact=True)
+                box = page.locator('[data-testid="stSidebar"]').get_by_label(
+                    "Your name", exact=True
+                )
                 box.fill("Bench")
                 box.press("Enter")
                 link = page.get_by_role("link", name=re.compile(r"Download CSV \(all"))
