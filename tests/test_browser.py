@@ -31,6 +31,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,32 +132,27 @@ def store(store_file: Path) -> Iterator[KPIStore]:
     handle.close()
 
 
-@pytest.fixture(scope="module")
-def server(store_file: Path) -> Iterator[str]:
-    """The real app on a free port; its log goes to a file beside the store."""
-    port = _free_port()
-    env = {**os.environ, "KPI_STORE_URL": f"sqlite:///{store_file}"}
-    env.pop("KPI_EMBEDDED_WORKER", None)  # the worker runs inside the server
+@contextmanager
+def running_app(
+    store_file: Path, env: dict[str, str] | None = None, port: int | None = None
+) -> Iterator[str]:
+    """``streamlit run dashboard.py`` over ``store_file`` on a free port (or ``port``), its
+    log beside the store; yields the URL. ``env`` adds to (a value of None removes from)
+    this process's environment. The log must hold no traceback when it stops."""
+    port = port or _free_port()
+    environment = {**os.environ, "KPI_STORE_URL": f"sqlite:///{store_file}"}
+    environment.pop("KPI_EMBEDDED_WORKER", None)  # by default the worker runs inside
+    for name, value in (env or {}).items():
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = value
+    command = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port"]
+    command += [str(port), "--server.headless", "true", "--server.address", "127.0.0.1"]
     log_path = store_file.parent / "server.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "dashboard.py",
-                "--server.port",
-                str(port),
-                "--server.headless",
-                "true",
-                "--server.address",
-                "127.0.0.1",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -171,6 +167,13 @@ def server(store_file: Path) -> Iterator[str]:
                 process.wait()
     text = log_path.read_text()
     assert "Traceback" not in text, text[-4000:]
+
+
+@pytest.fixture(scope="module")
+def server(store_file: Path) -> Iterator[str]:
+    """The real app on a free port; its log goes to a file beside the store."""
+    with running_app(store_file) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

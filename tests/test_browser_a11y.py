@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,13 +34,12 @@ import pytest
 from test_browser import (  # noqa: F401 - fixtures shared with the main journey
     ROOT,
     TIMEOUT_MS,
-    _free_port,
-    _wait_healthy,
     browser,
     expect,
     grid_cell,
     idle,
     playwright_api,
+    running_app,
     sign_in,
 )
 
@@ -90,21 +87,8 @@ def runs(playwright_api: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 @pytest.fixture(scope="module")
 def server(runs: dict[str, Any]) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "KPI_STORE_URL": f"sqlite:///{runs['store']}", "KPI_EMBEDDED_WORKER": "0"}
-    log_path = runs["store"].parent / "server.log"
-    command = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port"]
-    command += [str(port), "--server.headless", "true", "--server.address", "127.0.0.1"]
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_healthy(url, process)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=15)
-    assert "Traceback" not in log_path.read_text()
+    with running_app(runs["store"], {"KPI_EMBEDDED_WORKER": "0"}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

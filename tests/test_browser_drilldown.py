@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,12 +24,11 @@ from test_browser import (  # noqa: F401 - fixtures shared with the main journey
     CHROMIUM_ARGS,
     ROOT,
     TIMEOUT_MS,
-    _free_port,
-    _wait_healthy,
     browser,
     grid,
     grid_cell,
     playwright_api,
+    running_app,
     sign_in,
 )
 
@@ -70,25 +66,8 @@ def expected(detail: dict[str, Any], where: str, order: str) -> list[tuple[Any, 
 
 @pytest.fixture(scope="module")
 def server(detail: dict[str, Any]) -> Iterator[str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "KPI_STORE_URL": f"sqlite:///{detail['store']}",
-        "KPI_EMBEDDED_WORKER": "0",
-    }
-    log_path = detail["store"].parent / "server.log"
-    command = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port"]
-    command += [str(port), "--server.headless", "true", "--server.address", "127.0.0.1"]
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_healthy(url, process)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=15)
-    assert "Traceback" not in log_path.read_text()
+    with running_app(detail["store"], {"KPI_EMBEDDED_WORKER": "0"}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

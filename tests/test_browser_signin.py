@@ -36,11 +36,8 @@ Without Chromium, Playwright or ``oidc-provider-mock`` the module is skipped, un
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,16 +47,15 @@ from typing import Any
 import pytest
 import test_browser
 from test_browser import (
-    ROOT,
     TIMEOUT_MS,
     _free_port,
     _unavailable,
-    _wait_healthy,
     button,
     expect,
     fill,
     idle,
     main,
+    running_app,
     screenshot,
     see,
     table_cell,
@@ -171,51 +167,13 @@ def server(store_file: Path, provider: str) -> Iterator[str]:
         encoding="utf-8",
     )
     env = {
-        **os.environ,
-        "KPI_STORE_URL": f"sqlite:///{store_file}",
         "KPI_AUTH": "oidc",
         "KPI_ADMINS": ADMIN.email,
         "STREAMLIT_SECRETS_FILES": str(secrets_file),
+        "KPI_DEFAULT_ROLE": None,
     }
-    env.pop("KPI_EMBEDDED_WORKER", None)  # the worker runs inside the server
-    env.pop("KPI_DEFAULT_ROLE", None)
-    log_path = store_file.parent / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "dashboard.py",
-                "--server.port",
-                str(port),
-                "--server.headless",
-                "true",
-                "--server.address",
-                "127.0.0.1",
-                # Run the code as it was at the start: Streamlit would otherwise drop edited
-                # modules from sys.modules mid-run (two PermissionDeniedError classes).
-                "--server.fileWatcherType",
-                "none",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_healthy(url, process)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-    text = log_path.read_text()
-    assert "Traceback" not in text, text[-4000:]
+    with running_app(store_file, env, port) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
