@@ -15,7 +15,10 @@ PAGE_SIZES = [25, 50, 100, 250, 500, 1000]
 EXPORT_HELP = "Enter your name in the sidebar: exports are recorded in the audit log."
 
 st.title("Drill-down")
-st.caption("Every row behind a KPI value. Sort and filter within the page in the grid.")
+st.caption(
+    "Every row behind a KPI value. Sorting or filtering a column in the grid applies to "
+    "every row of the run, and the downloads follow it."
+)
 
 names: dict[int, str] = {}
 units: dict[int, str] = {}
@@ -30,6 +33,9 @@ wanted = ui.query_int("execution")
 if wanted is not None and wanted not in by_id:
     with ui.friendly_errors():
         by_id[wanted] = store.execution(wanted, actor=me.actor)
+    if wanted not in by_id:  # unknown or not theirs: say so (above) and stay on that link
+        ui.link(ui.Page.DRILLDOWN, "Choose a run", ":material/table_view:")
+        st.stop()
 
 if not by_id:
     st.info("No runs yet: run a KPI and its rows will appear here.", icon=":material/lightbulb:")

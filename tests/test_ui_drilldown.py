@@ -226,7 +226,7 @@ def test_unknown_run_in_the_link_is_a_message(demo_store, detail_run):
     at = open_app(query={"execution": 999})  # the home URL hands over to the drill-down
     assert texts(at.title) == ["Drill-down"]
     assert "There is no run with id 999." in texts(at.error)
-    assert at.selectbox(key="dd_run").value == detail_run.id
+    assert not [s for s in at.selectbox if s.key == "dd_run"]  # it stays: no other run
 
 
 def test_failed_run_shows_its_error(app_store, sales_db):
@@ -319,3 +319,11 @@ def test_excel_and_parquet_downloads_hold_every_row_typed(demo_store, detail_run
     assert table.column("line_id").to_pylist()[:1000] == [r[0] for r in stored]
     formats = [e.details["format"] for e in demo_store.audit_log(action="EXPORT")]
     assert sorted(formats) == ["parquet", "xlsx"]
+
+
+def test_an_unknown_run_in_the_link_says_so_and_stays(demo_store, detail_run):
+    at = open_app("drilldown", query={"execution": 99999})
+    no_exception(at)
+    assert any("There is no run with id 99999" in e for e in texts(at.error))
+    assert at.query_params["execution"] in ("99999", ["99999"])
+    assert not [s for s in at.selectbox if s.key == "dd_run"]  # no other run opened instead
