@@ -23,6 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .cli_diff import add_diff_command
 from .cli_people import add_people_command
 from .config import DEFAULT_URL
 from .errors import KPIStoreError, NotFoundError, ValidationError
@@ -309,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     _audit_command(command("audit", cmd_audit, "show the audit log, or verify its hash chain"))
     _worker_command(command("worker", cmd_worker, "run queued jobs until Ctrl+C or SIGTERM"))
     add_people_command(command)
+    add_diff_command(command)
     sub = command("cancel", cmd_cancel, "cancel a queued or running run")
     sub.add_argument("execution", metavar="EXECUTION", type=int, help="run (execution) id")
     return parser

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -379,3 +379,94 @@ class BatchResult(BaseModel):
     failed: int
     executions: list[Execution]
     errors: list[BatchError]
+
+
+# -- comparing the rows of two runs (run_diff.py) ---------------------------------------------
+
+DiffCategory = Literal["only_in_a", "only_in_b", "changed"]
+DIFF_CATEGORIES: tuple[str, ...] = ("only_in_a", "only_in_b", "changed")
+
+
+class ColumnMatch(BaseModel):
+    """How often one column agrees between the rows the two runs share (matched by key).
+    A column only one run has never agrees (``matched`` 0)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    column: str
+    in_a: bool
+    in_b: bool
+    matched: int
+    percent: float | None  # None when the runs share no key
+
+
+class SettingDifference(BaseModel):
+    """Something the two runs were run with that differs: ``kpi``, ``kpi_version`` or
+    ``parameter`` (with its ``name``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    what: str
+    name: str | None = None
+    a: Any = None
+    b: Any = None
+
+
+class RunDiff(BaseModel):
+    """Two successful runs compared row by row, rows matched by the ``key`` columns."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_a: int
+    run_b: int
+    key: list[str]
+    rows_a: int
+    rows_b: int
+    only_in_a: int
+    only_in_b: int
+    changed: int
+    unchanged: int
+    columns: list[ColumnMatch]
+    columns_only_in_a: list[str]
+    columns_only_in_b: list[str]
+    settings: list[SettingDifference]
+
+    @property
+    def settings_differ(self) -> bool:
+        """Whether the runs used a different KPI, KPI version or parameters."""
+        return bool(self.settings)
+
+    @property
+    def identical(self) -> bool:
+        return not (self.only_in_a or self.only_in_b or self.changed)
+
+    def count(self, category: str) -> int:
+        return int(getattr(self, category))
+
+
+class DiffRow(BaseModel):
+    """One differing row: its key values, its row numbers in each run, its values by
+    column name in each run (None where it is absent), and the columns that differ."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: list[Any]
+    row_a: int | None
+    row_b: int | None
+    a: dict[str, Any] | None
+    b: dict[str, Any] | None
+    columns: list[str]
+
+
+class DiffPage(BaseModel):
+    """One page of one category of a run diff, in key order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_a: int
+    run_b: int
+    category: DiffCategory
+    page: int
+    page_size: int
+    rows: list[DiffRow]
+    has_more: bool

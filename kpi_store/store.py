@@ -42,6 +42,7 @@ from .queue import JobQueue, process_worker_id
 from .runner import Runner
 from .runs import RunLedger
 from .source_schema import TableInfo, read_schema
+from .store_diff import DiffDesk
 from .store_people import PeopleAdmin
 from .store_results import ResultsDesk
 from .store_runs import RunDesk
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class KPIStore(RunDesk, PageViews, ResultsDesk, PeopleAdmin):
+class KPIStore(RunDesk, PageViews, ResultsDesk, DiffDesk, PeopleAdmin):
     """KPI definitions, their versions and runs, stored in one SQL database.
 
     ``KPIStore()`` opens the database named by ``KPI_STORE_URL`` (default

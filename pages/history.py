@@ -6,12 +6,14 @@ page. Values in the tables are written with the KPI's unit, fields by their labe
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 import kpi_ui as ui
+from kpi_store import DiffPage, RunDiff
 
 store = ui.get_store()
 me = ui.viewer()
@@ -260,6 +262,161 @@ def compare_tab() -> None:
             ),
             delta_color="normal" if kpi.direction == ui.Direction.HIGHER_IS_BETTER else "inverse",
         )
+
+    row_diff(first, second)
+
+
+# -- the rows of two runs, matched by a key ----------------------------------------------
+
+CATEGORIES = {
+    "changed": "Changed",
+    "only_in_a": "Only in run A",
+    "only_in_b": "Only in run B",
+}
+DIFF_PAGE_SIZE = 50
+
+
+def diff_csv(a: int, b: int, key: list[str], excel: bool, actor: str) -> bytes:
+    buffer = io.BytesIO()
+    store.export_diff_csv(a, b, key, buffer, actor, excel=excel)
+    return buffer.getvalue()
+
+
+def row_diff(first: ui.Execution, second: ui.Execution) -> None:
+    """Rows only in A, only in B and changed, matched by the key columns chosen here."""
+    st.markdown("**Compare rows**")
+    if first.status != ui.RunStatus.SUCCESS or second.status != ui.RunStatus.SUCCESS:
+        st.caption("Rows can be compared between two successful runs.")
+        return
+    names_b = {c.name for c in second.columns}
+    shared = [c.name for c in first.columns if c.name in names_b]
+    if not shared:
+        st.caption("These two runs have no column in common to match rows by.")
+        return
+    key: list[str] = st.multiselect(
+        "Match rows by", shared, default=shared[:1], key=f"hi_dkey_{first.id}_{second.id}"
+    )
+    if not key:
+        st.caption("Choose the columns that identify a row.")
+        return
+    slot = (first.id, second.id, tuple(key))
+    if st.session_state.get("hi_diff_of") != slot:
+        if not st.button("Compare rows", icon=":material/difference:", key="hi_diff_go"):
+            return
+        st.session_state["hi_diff_of"] = slot
+        st.session_state.pop("hi_diff", None)
+    diff: RunDiff | None = st.session_state.get("hi_diff")
+    if diff is None:
+        with ui.friendly_errors(), st.spinner("Comparing every row…"):
+            diff = store.diff_runs(first.id, second.id, key, actor=me.actor)
+            st.session_state["hi_diff"] = diff
+        if diff is None:
+            st.session_state.pop("hi_diff_of", None)
+            return
+    if diff.settings_differ:
+        said = "; ".join(
+            f"{'parameter ' + s.name if s.name else s.what.replace('_', ' ')}: "
+            f"A {ui.as_text(s.a)}, B {ui.as_text(s.b)}"
+            for s in diff.settings
+        )
+        st.warning(ui.md(f"The runs were run differently: {said}."), icon=":material/warning:")
+    if diff.columns_only_in_a or diff.columns_only_in_b:
+        st.caption(
+            ui.md(
+                "Columns only in A: "
+                f"{', '.join(diff.columns_only_in_a) or 'none'}; only in B: "
+                f"{', '.join(diff.columns_only_in_b) or 'none'} (they differ on every row)."
+            )
+        )
+    counts = st.columns(4)
+    counts[0].metric("Changed", ui.format_number(diff.changed))
+    counts[1].metric("Only in run A", ui.format_number(diff.only_in_a))
+    counts[2].metric("Only in run B", ui.format_number(diff.only_in_b))
+    counts[3].metric("Unchanged", ui.format_number(diff.unchanged))
+    matches = pd.DataFrame(
+        [
+            {
+                "Column": c.column,
+                "In A": c.in_a,
+                "In B": c.in_b,
+                "Match %": c.percent,
+            }
+            for c in diff.columns
+        ]
+    )
+    st.dataframe(
+        matches,
+        hide_index=True,
+        width="stretch",
+        key="hi_diff_columns",
+        column_config={"Match %": st.column_config.NumberColumn(format="%.2f %%")},
+    )
+    if diff.identical:
+        st.caption("Every row matches.")
+        return
+    diff_pages(diff, key)
+
+
+def diff_pages(diff: RunDiff, key: list[str]) -> None:
+    category = st.radio(
+        "Show",
+        list(CATEGORIES),
+        format_func=lambda c: f"{CATEGORIES[c]} ({diff.count(c):,})",
+        horizontal=True,
+        key="hi_diff_category",
+    )
+    total = diff.count(category)
+    pages = max(1, -(-total // DIFF_PAGE_SIZE))
+    number = int(st.number_input("Page", 1, pages, 1, key=f"hi_diff_page_{category}", width=160))
+    with ui.friendly_errors():
+        found = store.diff_page(
+            diff.run_a, diff.run_b, key, category, number, DIFF_PAGE_SIZE, actor=me.actor
+        )
+        st.dataframe(
+            diff_frame(found, key),
+            hide_index=True,
+            width="stretch",
+            key="hi_diff_rows",
+        )
+        st.caption(f"Page {number} of {pages:,}, in key order.")
+    actor = me.actor if me.may(ui.Role.RUNNER) else ""
+    excel = st.toggle("Spreadsheet-safe CSV", value=True, key="hi_diff_excel")
+    st.download_button(
+        "Download the differences (CSV)",
+        data=ui.deferred(diff_csv, diff.run_a, diff.run_b, key, excel, actor),
+        file_name=f"diff-run-{diff.run_a}-run-{diff.run_b}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        key="hi_diff_csv",
+        on_click="ignore",
+        disabled=not actor,
+        help=(
+            "Key, category, column, value in A, value in B. Recorded in the audit log."
+            if actor
+            else me.refusal(ui.Role.RUNNER, "export rows")
+        ),
+    )
+
+
+def diff_frame(found: DiffPage, key: list[str]) -> pd.DataFrame:
+    """A changed row: one line per differing column; a row in one run only: its values."""
+    lines: list[dict[str, Any]] = []
+    for row in found.rows:
+        keyed = {f"Key {k}": ui.as_text(v) for k, v in zip(key, row.key, strict=False)}
+        if found.category == "changed":
+            for name in row.columns:
+                lines.append(
+                    {
+                        **keyed,
+                        "Column": name,
+                        "In run A": ui.as_text((row.a or {}).get(name)),
+                        "In run B": ui.as_text((row.b or {}).get(name)),
+                    }
+                )
+        else:
+            values = row.a if found.category == "only_in_a" else row.b
+            lines.append({**keyed, **{n: ui.as_text(v) for n, v in (values or {}).items()}})
+    return pd.DataFrame(lines)
 
 
 with tab_compare:

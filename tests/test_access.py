@@ -180,6 +180,15 @@ CASES: dict[str, Case] = {
         )
     ),
     "page_csv": Case(lambda w, a, _: w.store.page_csv(w.run, actor=a)),
+    "diff_runs": Case(lambda w, a, _: w.store.diff_runs(w.run, w.run, ["revenue"], actor=a)),
+    "diff_page": Case(
+        lambda w, a, _: w.store.diff_page(w.run, w.run, ["revenue"], "changed", actor=a)
+    ),
+    "export_diff_csv": Case(
+        lambda w, a, _: w.store.export_diff_csv(
+            w.run, w.run, "revenue", w.folder / f"diff{next(_names)}.csv", a
+        )
+    ),
     # demo and uploads
     "install_demo": Case(lambda w, a, _: w.store.install_demo(a)),
     "import_csv": Case(
@@ -379,11 +388,16 @@ def test_a_scoped_person_sees_and_changes_only_kpis_on_their_sources(world: Worl
         ),
         lambda: store.preview_query("shop", "SELECT 1 AS x", actor=scoped),
         lambda: store.submit_batch([world.other_kpi, world.kpi], actor=scoped),
+        # comparing runs: both runs are checked, the second one too
+        lambda: store.diff_runs(run.id, world.run, ["revenue"], actor=scoped),
+        lambda: store.diff_page(run.id, world.run, ["revenue"], "changed", actor=scoped),
+        lambda: store.export_diff_csv(run.id, world.run, "revenue", world.folder / "d.csv", scoped),
     ]
     for refused in refusals:
         with pytest.raises(PermissionDeniedError, match="data source shop"):
             refused()
     assert store.get_kpi(world.other_kpi, actor=scoped).version == 1
+    assert store.diff_runs(run.id, run.id, ["revenue"], actor=scoped).identical
 
 
 def test_below_admin_the_audit_log_shows_only_entries_about_visible_kpis(world: World) -> None:
