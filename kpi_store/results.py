@@ -12,6 +12,7 @@ import csv
 import io
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import repeat
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -266,6 +267,14 @@ def write_csv(
     """Stream every row (of the run, or of a view) as RFC 4180 CSV (UTF-8; with a BOM
     when ``excel``)."""
     _require_success(execution)
+    with csv_destination(dest) as handle:
+        return _write_csv_text(engine, execution, handle, excel, view)
+
+
+@contextmanager
+def csv_destination(dest: str | os.PathLike[str] | IO[str] | IO[bytes]) -> Iterator[IO[str]]:
+    """A text handle for writing CSV to ``dest``: a path opened (refused plainly when it
+    cannot be) and closed after, a text file as it is, a binary file wrapped and left open."""
     if isinstance(dest, (str, os.PathLike)):
         try:
             handle = open(dest, "w", encoding="utf-8", newline="")  # noqa: SIM115
@@ -273,12 +282,14 @@ def write_csv(
             message = f"Cannot write the CSV file '{dest}': {error.strerror or error}."
             raise ValidationError(message, {"dest": message}) from None
         with handle:
-            return _write_csv_text(engine, execution, handle, excel, view)
+            yield handle
+        return
     if isinstance(dest, io.TextIOBase):
-        return _write_csv_text(engine, execution, dest, excel, view)
+        yield cast(IO[str], dest)
+        return
     text = io.TextIOWrapper(cast(IO[bytes], dest), encoding="utf-8", newline="")
     try:
-        return _write_csv_text(engine, execution, text, excel, view)
+        yield text
     finally:
         text.detach()  # the caller's file stays open
 

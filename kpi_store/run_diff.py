@@ -23,12 +23,11 @@ CSV export (``write_csv``) each make one pass over both runs. On SQLite that is 
 from __future__ import annotations
 
 import csv
-import io
 import os
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
-from typing import IO, Any, cast
+from typing import IO, Any
 
 import orjson
 import sqlalchemy as sa
@@ -45,7 +44,7 @@ from .models import (
     SettingDifference,
 )
 from .result_views import unique_names
-from .results import _csv_cell, check_exportable
+from .results import _csv_cell, check_exportable, csv_destination
 
 FETCH_ROWS = 5_000
 MAX_KEY_COLUMNS = 10
@@ -410,21 +409,8 @@ def write_csv(
 ) -> int:
     """Stream the differences to ``dest`` as CSV (UTF-8; a BOM and formula-safe text when
     ``excel``); returns the number of lines after the header."""
-    if isinstance(dest, (str, os.PathLike)):
-        try:
-            handle = open(dest, "w", encoding="utf-8", newline="")  # noqa: SIM115
-        except OSError as error:
-            message = f"Cannot write the CSV file '{dest}': {error.strerror or error}."
-            raise ValidationError(message, {"dest": message}) from None
-        with handle:
-            return _write_text(engine, a, b, shape, handle, excel)
-    if isinstance(dest, io.TextIOBase):
-        return _write_text(engine, a, b, shape, dest, excel)
-    text = io.TextIOWrapper(cast(IO[bytes], dest), encoding="utf-8", newline="")
-    try:
-        return _write_text(engine, a, b, shape, text, excel)
-    finally:
-        text.detach()  # the caller's file stays open
+    with csv_destination(dest) as handle:
+        return _write_text(engine, a, b, shape, handle, excel)
 
 
 def _write_text(
