@@ -13,7 +13,6 @@ import urllib.parse
 from dataclasses import dataclass
 
 import streamlit as st
-import streamlit.components.v1 as components
 
 from kpi_store import Execution, KPIStore, KPIStoreError, Role
 from kpi_store.access import may_touch_run
@@ -199,11 +198,13 @@ def _remembered_name() -> str:
 
 def _remember_name(name: str) -> None:
     """Keep the typed name in a cookie of this site, so a reload keeps it (the browser
-    sends it with the next page load; Streamlit reads it from ``st.context.cookies``)."""
-    value = json.dumps(urllib.parse.quote(name, safe="")).replace("<", "\\u003c")
-    components.html(
+    sends it with the next page load; Streamlit reads it from ``st.context.cookies``).
+    The script runs in the page itself (no frame to load); the name inside it is
+    percent-encoded, so it is plain ASCII without quotes or angle brackets."""
+    value = json.dumps(urllib.parse.quote(name, safe=""))
+    st.html(
         "<script>document.cookie = "
         f'"{NAME_COOKIE}=" + {value} + "; path=/; max-age=31536000; SameSite=Lax";'
         "</script>",
-        height=0,
+        unsafe_allow_javascript=True,
     )

@@ -367,6 +367,14 @@ def test_overview_cards_and_run_all(server, tab, store, shots):
     screenshot(tab, shots, "overview")
 
 
+def test_the_typed_name_is_kept_across_a_reload(server, tab):
+    in_app(tab, server)
+    tab.reload()
+    box = tab.locator('[data-testid="stSidebar"]').get_by_label("Your name", exact=True)
+    expect(box).to_have_value(USER)
+    expect(tab.get_by_text("Enter your name to make changes")).to_have_count(0)
+
+
 def test_create_a_kpi_through_the_form(server, tab, store, journey, shots):
     in_app(tab, server)
     go(tab, "KPIs")
