@@ -161,26 +161,7 @@ def upload_form() -> None:
         help="Letters, digits and _. A table of that name can be replaced.",
     )
     ui.field_error(st.session_state.get("up_errors", {}), "table", "file")
-    existing = table_named(target_tables(target), table) if target and table.strip() else None
-    replace = False
-    if existing is not None and existing.kind == "view":
-        st.warning(
-            f"'{ui.md(existing.name)}' is a view in '{ui.md(target)}': choose another name.",
-            icon=":material/warning:",
-        )
-    elif existing is not None:
-        st.warning(
-            f"Table '{ui.md(existing.name)}' already exists in '{ui.md(target)}' "
-            f"({rows_words(existing)}; its columns below). Upload into a new name, or "
-            "replace it.",
-            icon=":material/warning:",
-        )
-        st.dataframe(columns_frame(existing), hide_index=True, width="content")
-        replace = st.checkbox(
-            f"Replace table '{ui.md(existing.name)}': its rows and columns give way to the "
-            "file's (KPIs reading it read the new table)",
-            key=f"up_replace_{target}_{existing.name}",
-        )
+    replace = replace_choice(target, table)
     if st.button(
         "Replace and upload" if replace else "Upload",
         type="primary",
@@ -213,6 +194,32 @@ def upload_form() -> None:
             on_error=refused,
         )
     last_upload()
+
+
+def replace_choice(target: str, table: str) -> bool:
+    """When the table name is taken in ``target``: what is there, and whether to replace it
+    (a view never is)."""
+    existing = table_named(target_tables(target), table) if target and table.strip() else None
+    if existing is None:
+        return False
+    if existing.kind == "view":
+        st.warning(
+            f"'{ui.md(existing.name)}' is a view in '{ui.md(target)}': choose another name.",
+            icon=":material/warning:",
+        )
+        return False
+    st.warning(
+        f"Table '{ui.md(existing.name)}' already exists in '{ui.md(target)}' "
+        f"({rows_words(existing)}; its columns below). Upload into a new name, or "
+        "replace it.",
+        icon=":material/warning:",
+    )
+    st.dataframe(columns_frame(existing), hide_index=True, width="content")
+    return st.checkbox(
+        f"Replace table '{ui.md(existing.name)}': its rows and columns give way to the "
+        "file's (KPIs reading it read the new table)",
+        key=f"up_replace_{target}_{existing.name}",
+    )
 
 
 def last_upload() -> None:

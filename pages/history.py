@@ -313,6 +313,15 @@ def row_diff(first: ui.Execution, second: ui.Execution) -> None:
         if diff is None:
             st.session_state.pop("hi_diff_of", None)
             return
+    diff_summary(diff)
+    if diff.identical:
+        st.caption("Every row matches.")
+        return
+    diff_pages(diff, key)
+
+
+def diff_summary(diff: RunDiff) -> None:
+    """How the runs differ: their settings, their columns, the counts, the match per column."""
     if diff.settings_differ:
         said = "; ".join(
             f"{'parameter ' + s.name if s.name else s.what.replace('_', ' ')}: "
@@ -351,10 +360,6 @@ def row_diff(first: ui.Execution, second: ui.Execution) -> None:
         key="hi_diff_columns",
         column_config={"Match %": st.column_config.NumberColumn(format="%.2f %%")},
     )
-    if diff.identical:
-        st.caption("Every row matches.")
-        return
-    diff_pages(diff, key)
 
 
 def diff_pages(diff: RunDiff, key: list[str]) -> None:
