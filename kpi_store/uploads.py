@@ -65,19 +65,7 @@ def import_csv(
     try:
         connection.execute("BEGIN IMMEDIATE")
         try:
-            existing = _existing(connection, table)
-            if existing is not None and not replace:
-                message = f"Table '{table}' already exists in data source '{source.name}'."
-                raise ValidationError(message, {"table": "already exists"})
-            if existing is not None:
-                kind, name = existing
-                if kind != "table":
-                    message = (
-                        f"'{name}' in data source '{source.name}' is a {kind}, not a table: "
-                        "it cannot be replaced by an upload."
-                    )
-                    raise ValidationError(message, {"table": message})
-                connection.execute(f"DROP TABLE {_quote(name)}")
+            existing = _make_room(connection, source, table, replace)
             rows = _write_chunks(connection, table, _read_chunks(file, chunk_rows))
             details: dict[str, Any] = {"table": table, "rows": rows}
             if existing is not None:
@@ -101,6 +89,28 @@ def import_csv(
         ) from None
     finally:
         connection.close()
+
+
+def _make_room(
+    connection: sqlite3.Connection, source: DataSource, table: str, replace: bool
+) -> tuple[str, str] | None:
+    """Drop the table named ``table`` when asked to replace it; refuse a name in use
+    otherwise, and a view always. Returns what was there (kind, name), if anything."""
+    existing = _existing(connection, table)
+    if existing is None:
+        return None
+    if not replace:
+        message = f"Table '{table}' already exists in data source '{source.name}'."
+        raise ValidationError(message, {"table": "already exists"})
+    kind, name = existing
+    if kind != "table":
+        message = (
+            f"'{name}' in data source '{source.name}' is a {kind}, not a table: "
+            "it cannot be replaced by an upload."
+        )
+        raise ValidationError(message, {"table": message})
+    connection.execute(f"DROP TABLE {_quote(name)}")
+    return existing
 
 
 def _checked_target(folders: SourceFolders, source: DataSource, table: str) -> pathlib.Path:

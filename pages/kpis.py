@@ -392,43 +392,45 @@ def schema_browser(prefix: str, source: str | None) -> None:
             format_func=lambda n: f"{n} · {rows_text(by_name[n])}",
             key=f"{prefix}_schema_table",
         )
-        table = by_name[name or next(iter(by_name))]
-        columns = pd.DataFrame(
-            [{"Column": c.name, "Type": c.type or ui.MISSING} for c in table.columns],
-            columns=["Column", "Type"],
-        )
-        st.dataframe(
-            columns, hide_index=True, width="stretch", height=min(300, 38 + 35 * len(columns))
-        )
-        sql_key = f"{prefix}_sql"
-        column_names = [c.name for c in table.columns]
-        column = st.selectbox(
-            "Column", column_names, key=f"{prefix}_schema_column", index=0 if column_names else None
-        )
-        buttons = st.container(horizontal=True)
+        table_details(prefix, by_name[name or next(iter(by_name))])
+
+
+def table_details(prefix: str, table: ui.TableInfo) -> None:
+    """One table's columns and types, and buttons adding its name or a column's to the SQL."""
+    columns = pd.DataFrame(
+        [{"Column": c.name, "Type": c.type or ui.MISSING} for c in table.columns],
+        columns=["Column", "Type"],
+    )
+    st.dataframe(columns, hide_index=True, width="stretch", height=min(300, 38 + 35 * len(columns)))
+    sql_key = f"{prefix}_sql"
+    column_names = [c.name for c in table.columns]
+    column = st.selectbox(
+        "Column", column_names, key=f"{prefix}_schema_column", index=0 if column_names else None
+    )
+    buttons = st.container(horizontal=True)
+    buttons.button(
+        "Add the table name",
+        icon=":material/add:",
+        key=f"{prefix}_schema_add_table",
+        on_click=add_to_sql,
+        args=(sql_key, table.sql_name),
+    )
+    if column is not None:
         buttons.button(
-            "Add the table name",
+            "Add the column name",
             icon=":material/add:",
-            key=f"{prefix}_schema_add_table",
+            key=f"{prefix}_schema_add_column",
             on_click=add_to_sql,
-            args=(sql_key, table.sql_name),
+            args=(sql_key, ui.quote_name(column)),
         )
-        if column is not None:
-            buttons.button(
-                "Add the column name",
-                icon=":material/add:",
-                key=f"{prefix}_schema_add_column",
-                on_click=add_to_sql,
-                args=(sql_key, ui.quote_name(column)),
-            )
-        st.caption(
-            "A name is added at the end of the SQL: Streamlit cannot type at the cursor of "
-            "the SQL box. Or copy it from here:"
-        )
-        st.code(
-            table.sql_name if column is None else f"{table.sql_name}.{ui.quote_name(column)}",
-            language="sql",
-        )
+    st.caption(
+        "A name is added at the end of the SQL: Streamlit cannot type at the cursor of "
+        "the SQL box. Or copy it from here:"
+    )
+    st.code(
+        table.sql_name if column is None else f"{table.sql_name}.{ui.quote_name(column)}",
+        language="sql",
+    )
 
 
 def test_query_section(prefix: str, spec: Spec) -> None:
@@ -648,13 +650,20 @@ def conflict_panel(kpi_id: int, mine: Spec, prefix: str, base: int, note: str) -
         st.rerun()
     if why:
         st.caption(why)
-    if not keep:
-        return
+    if keep:
+        save_on_top(kpi_id, plan.mine, theirs, note, prefix, yours)
+
+
+def save_on_top(
+    kpi_id: int, changes: Spec, theirs: ui.KPI, note: str, prefix: str, yours: str
+) -> None:
+    """Save ``changes`` as a new version on top of ``theirs``; compare again if someone
+    saved meanwhile."""
 
     def on_top(actor: str) -> ui.KPI | None:
         try:
             return store.update_kpi(
-                kpi_id, plan.mine, actor, expected_version=theirs.version, note=note
+                kpi_id, changes, actor, expected_version=theirs.version, note=note
             )
         except ui.VersionConflictError:  # saved again meanwhile: compare with that one
             st.rerun()
