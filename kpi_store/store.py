@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 import pathlib
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from . import (
     audit,
@@ -49,9 +49,6 @@ from .store_runs import RunDesk
 from .store_views import PageViews
 from .validation import bind_parameters, checked_actor
 from .vocabulary import KPIStatus, Role
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
