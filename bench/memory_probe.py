@@ -77,7 +77,7 @@ def probe(sql: str, code: pathlib.Path, kill_bytes: int, timeout_s: float) -> di
                 status = pathlib.Path(f"/proc/{child.pid}/status").read_text()
                 peak = max(peak, int(status.split("VmHWM:")[1].split()[0]) * 1024)
             except (OSError, IndexError, ValueError):
-                pass
+                pass  # the child ended between poll() and this read: poll() says so next
             if peak > kill_bytes:
                 killed = f"killed at {peak / 2**20:,.0f} MiB RSS"
             elif time.monotonic() - started > timeout_s:

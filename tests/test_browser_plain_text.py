@@ -106,7 +106,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_HEAD = do_POST = do_GET  # noqa: N815
 
     def log_message(self, *args: Any) -> None:
-        pass
+        """Nothing on stderr: the test reads the recorded paths, not a log."""
 
 
 @pytest.fixture(scope="module")
