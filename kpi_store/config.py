@@ -146,6 +146,58 @@ class Settings:
         "File outside the store where workers append signed audit checkpoints "
         "(default: kpi_audit_checkpoints.jsonl beside the store).",
     )
+    schedule_poll_s: float = _setting(
+        "KPI_SCHEDULE_POLL_S",
+        1.0,
+        "How often a worker looks for schedules that are due (seconds).",
+    )
+    public_url: str = _setting(
+        "KPI_PUBLIC_URL",
+        "http://localhost:8501",
+        "The dashboard's address as people reach it, for links in emails and webhooks.",
+    )
+    smtp_host: str = _setting(
+        "KPI_SMTP_HOST", "", "Mail server for alert emails (empty: no email is sent)."
+    )
+    smtp_port: int = _setting("KPI_SMTP_PORT", 587, "Port of the mail server.")
+    smtp_starttls: bool = _setting(
+        "KPI_SMTP_STARTTLS", True, "Switch the mail connection to TLS with STARTTLS."
+    )
+    smtp_user: str = _setting("KPI_SMTP_USER", "", "User name for the mail server, if any.")
+    smtp_password: str = _setting("KPI_SMTP_PASSWORD", "", "Password for the mail server.")
+    smtp_from: str = _setting(
+        "KPI_SMTP_FROM", "kpi-desk@localhost", "Sender address of alert emails."
+    )
+    notify_timeout_s: float = _setting(
+        "KPI_NOTIFY_TIMEOUT_S", 10.0, "Time limit of one email or webhook delivery (seconds)."
+    )
+    notify_max_attempts: int = _setting(
+        "KPI_NOTIFY_MAX_ATTEMPTS",
+        5,
+        "Deliveries of one notification tried before it is marked failed.",
+    )
+    notify_retry_wait_s: float = _setting(
+        "KPI_NOTIFY_RETRY_WAIT_S",
+        1.0,
+        "First wait before retrying a failed delivery (seconds; doubles, with jitter).",
+    )
+    keep_rows_days: int = _setting(
+        "KPI_KEEP_ROWS_DAYS",
+        0,
+        "Runs older than this many days lose their stored rows, keeping their record "
+        "(0: keep forever).",
+    )
+    keep_rows_runs: int = _setting(
+        "KPI_KEEP_ROWS_RUNS",
+        0,
+        "Runs beyond the newest N per KPI and parameter set lose their stored rows "
+        "(0: keep all).",
+    )
+    prune_interval_s: float = _setting(
+        "KPI_PRUNE_INTERVAL_S",
+        86_400.0,
+        "How often a worker removes rows past the retention limits (seconds).",
+    )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

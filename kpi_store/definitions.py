@@ -45,7 +45,7 @@ from .validation import (
 )
 from .vocabulary import Aggregation, KPIStatus
 
-_JSON_FIELDS = ("parameters", "tags")
+_JSON_FIELDS = ("parameters", "tags", "official_params", "targets", "period")
 
 
 def validate_spec(connection: sa.engine.Connection, data: KPISpec | dict[str, Any]) -> KPISpec:
@@ -134,7 +134,9 @@ def to_kpi(row: sa.Row) -> KPI:
     values = dict(row._mapping)
     del values["name_key"]
     for name in _JSON_FIELDS:
-        values[name] = db.loads(values[name])
+        stored = values.pop(name)
+        if stored is not None:  # NULL: a row from before migration 0006, so the default
+            values[name] = db.loads(stored)
     return KPI.model_validate(values)
 
 

@@ -18,6 +18,7 @@ from .vocabulary import (
     RAG,
     Aggregation,
     Direction,
+    Grain,
     KPIStatus,
     ParamType,
     Role,
@@ -28,7 +29,7 @@ from .vocabulary import (
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Stored as plain text (the rest of a definition is JSON, where U+0000 is escaped).
 TEXT_COLUMNS: tuple[str, ...] = ("name", "description", "nl_definition", "data_source", "sql")
-TEXT_COLUMNS += ("value_column", "unit", "owner")
+TEXT_COLUMNS += ("value_column", "unit", "owner", "breakdown_column")
 NUL = "\x00"
 NUL_MESSAGE = "cannot contain the NUL character (U+0000)"
 MAX_TEXT_CHARS = 10_000  # description, plain-language definition
@@ -91,8 +92,34 @@ class ParameterSpec(BaseModel):
         return self
 
 
+class ParameterTarget(BaseModel):
+    """A target that applies when a run's ``parameter`` has ``value`` (e.g. per region)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    parameter: str
+    value: Any
+    target: float = Field(allow_inf_nan=False)
+
+
+class PeriodSpec(BaseModel):
+    """A period KPI: two date parameters, ``start`` and ``end`` (both inclusive), and how
+    long one period is. Its series runs one point per period."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: str
+    end: str
+    grain: Grain = Grain.MONTH
+
+
 class KPISpec(BaseModel):
-    """Everything a user defines about a KPI. Only name, data_source and sql are required."""
+    """Everything a user defines about a KPI. Only name, data_source and sql are required.
+
+    ``official_params`` pins the parameter set of the official number (None: the defaults);
+    ``targets`` overrides ``target`` for runs with one parameter value; ``period`` makes it
+    a period KPI; ``breakdown_column`` is what "What changed?" splits an additive KPI by.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -112,6 +139,10 @@ class KPISpec(BaseModel):
     tags: list[str] = Field(default_factory=list)
     timeout_s: float | None = Field(default=None, gt=0, le=86_400)
     max_retries: int | None = Field(default=None, ge=0, le=10)
+    official_params: dict[str, Any] | None = None
+    targets: list[ParameterTarget] = Field(default_factory=list, max_length=MAX_CHOICES)
+    period: PeriodSpec | None = None
+    breakdown_column: str | None = Field(default=None, max_length=200)
 
     @field_validator("name", "data_source", "sql")
     @classmethod
@@ -121,7 +152,7 @@ class KPISpec(BaseModel):
             raise ValueError("cannot be blank")
         return value
 
-    @field_validator("value_column")
+    @field_validator("value_column", "breakdown_column")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         return (value or "").strip() or None
@@ -154,11 +185,84 @@ class KPISpec(BaseModel):
             raise ValueError(f"parameter names must be unique: {', '.join(duplicates)} repeated")
         return self
 
+    @model_validator(mode="after")
+    def _story_fields_name_parameters(self) -> KPISpec:
+        self._check_period()
+        self._check_targets()
+        self._check_official_params()
+        if self.breakdown_column and self.aggregation not in ADDITIVE:
+            raise ValueError(
+                "a breakdown column needs an additive aggregation (sum or count), "
+                f"not {self.aggregation}"
+            )
+        return self
+
+    def _check_period(self) -> None:
+        if self.period is None:
+            return
+        for role, name in (("start", self.period.start), ("end", self.period.end)):
+            param = self.parameter(name)
+            if param is None or param.type != ParamType.DATE:
+                raise ValueError(
+                    f"the period's {role} must name a date parameter; '{name}' is not one"
+                )
+        if self.period.start == self.period.end:
+            raise ValueError("the period's start and end must be two different parameters")
+
+    def _check_targets(self) -> None:
+        typed: list[ParameterTarget] = []
+        seen: set[tuple[str, str]] = set()
+        for entry in self.targets:
+            param = self.parameter(entry.parameter)
+            if param is None:
+                raise ValueError(f"a target names '{entry.parameter}', which is not a parameter")
+            where = f"the target for {entry.parameter}"
+            value = coerce_value(param.type, entry.value, where)
+            if param.choices is not None and value not in param.choices:
+                raise ValueError(f"{where} = {value!r}: {value!r} is not one of its choices")
+            if (entry.parameter, repr(value)) in seen:
+                raise ValueError(f"two targets for {entry.parameter} = {value!r}")
+            seen.add((entry.parameter, repr(value)))
+            typed.append(entry.model_copy(update={"value": value}))
+        object.__setattr__(self, "targets", typed)
+
+    def _check_official_params(self) -> None:
+        if not self.official_params:
+            object.__setattr__(self, "official_params", None)
+            return
+        typed: dict[str, Any] = {}
+        for name, raw in self.official_params.items():
+            param = self.parameter(name)
+            if param is None:
+                raise ValueError(f"the official parameter set names '{name}', not a parameter")
+            value = coerce_value(param.type, raw, f"the official value of '{name}'")
+            if param.choices is not None and value not in param.choices:
+                raise ValueError(f"the official value of '{name}' is not one of its choices")
+            typed[name] = value
+        object.__setattr__(self, "official_params", typed)
+
     def parameter(self, name: str) -> ParameterSpec | None:
         return next((p for p in self.parameters if p.name == name), None)
 
+    def target_for(self, params: dict[str, Any] | None) -> float | None:
+        """The target of a run with ``params``: the first per-value target that matches,
+        else the KPI's target."""
+        for entry in self.targets:
+            if params and entry.parameter in params and _same(params[entry.parameter], entry.value):
+                return entry.target
+        return self.target
+
 
 SPEC_FIELDS: tuple[str, ...] = tuple(KPISpec.model_fields)
+ADDITIVE = (Aggregation.SUM, Aggregation.COUNT)
+
+
+def _same(run_value: Any, target_value: Any) -> bool:
+    """A run's parameter (typed, or its JSON form) equals a target's typed value."""
+    if run_value == target_value:
+        return True
+    return str(run_value) == str(target_value)
+
 
 
 class KPI(KPISpec):
@@ -175,19 +279,21 @@ class KPI(KPISpec):
     def spec(self) -> KPISpec:
         return KPISpec(**{f: getattr(self, f) for f in SPEC_FIELDS})
 
-    def rag_status(self, value: float | None) -> RAG | None:
-        """Red, amber or green for ``value`` against the target.
+    def rag_status(self, value: float | None, params: dict[str, Any] | None = None) -> RAG | None:
+        """Red, amber or green for ``value`` against the target of a run with ``params``.
 
         Green meets the target; amber misses it by at most ``tolerance_pct`` percent of
-        the target; red misses it by more. None without a target or a value.
+        the target; red misses it by more. No value (no rows, or NULL) is ``NO_DATA``,
+        target or not; a value without a target has no status (None).
         """
-        if value is None or self.target is None:
+        if value is None:
+            return RAG.NO_DATA
+        target = self.target_for(params)
+        if target is None:
             return None
-        margin = abs(self.target) * self.tolerance_pct / 100
+        margin = abs(target) * self.tolerance_pct / 100
         shortfall = (
-            self.target - value
-            if self.direction == Direction.HIGHER_IS_BETTER
-            else value - self.target
+            target - value if self.direction == Direction.HIGHER_IS_BETTER else value - target
         )
         if shortfall <= 0:
             return RAG.GREEN
@@ -345,6 +451,11 @@ class Execution(BaseModel):
     rows_read: int
     cancel_requested: bool
     requeue_count: int
+    series_key: str | None = None
+    period_start: dt.date | None = None
+    period_end: dt.date | None = None
+    schedule_id: int | None = None
+    rows_pruned_at: dt.datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -470,3 +581,29 @@ class DiffPage(BaseModel):
     page_size: int
     rows: list[DiffRow]
     has_more: bool
+
+
+# -- notifications (alerts.py raises them, notifications.py delivers them) -------------------
+
+NotificationKind = Literal["firing", "renotify", "recovered", "no_data", "error", "test"]
+
+
+class NotificationEvent(BaseModel):
+    """Something an alert rule has to tell people: what happened, to which KPI and run,
+    with the figures an email or a webhook shows. ``summary`` is one line of plain text."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: NotificationKind
+    rule_id: int
+    rule_name: str
+    kpi_id: int
+    kpi_name: str
+    run_id: int | None
+    state: str  # the rule's state after the evaluation
+    value: float | None
+    target: float | None
+    change_pct: float | None
+    unit: str
+    summary: str
+    occurred_at: dt.datetime

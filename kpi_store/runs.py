@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import audit, db, definitions, fair_share, results, run_records
+from . import audit, db, definitions, fair_share, results, run_records, series
 from . import datasources as sources
 from .config import Settings
 from .errors import ExecutionError
@@ -95,6 +95,7 @@ class RunLedger:
         timeout_s: float | None = None,
         batch_id: str | None = None,
         ignore_undeclared: bool = False,
+        schedule_id: int | None = None,
     ) -> int:
         """Check the KPI and its parameters, then record the run: queued, or running for
         ``holder``. ``ignore_undeclared`` drops parameters the KPI does not declare."""
@@ -106,6 +107,7 @@ class RunLedger:
             fair_share.check(connection, self.settings, actor, running, batch_id)
             now = db.utcnow()
             max_retries = kpi.max_retries
+            period_start, period_end = series.period_of(kpi, bound.json)
             inserted = connection.execute(
                 executions.insert().values(
                     kpi_id=kpi.id,
@@ -129,6 +131,10 @@ class RunLedger:
                     rows_read=0,
                     cancel_requested=False,
                     requeue_count=0,
+                    series_key=series.series_key(kpi, bound.json),
+                    period_start=period_start,
+                    period_end=period_end,
+                    schedule_id=schedule_id,
                 )
             )
             return db.inserted_id(inserted)

@@ -43,6 +43,12 @@ kpi_definitions = sa.Table(
     sa.Column("tags", sa.Text, nullable=False),
     sa.Column("timeout_s", sa.Float),
     sa.Column("max_retries", sa.Integer),
+    # JSON (migration 0006): the pinned official parameter set (null: the defaults),
+    # targets per parameter value, the period (start and end parameters, grain).
+    sa.Column("official_params", sa.Text),
+    sa.Column("targets", sa.Text),
+    sa.Column("period", sa.Text),
+    sa.Column("breakdown_column", sa.String(200)),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
@@ -150,7 +156,16 @@ kpi_execution_results = sa.Table(
     sa.Column("rows_read", sa.Integer, nullable=False),
     sa.Column("cancel_requested", sa.Boolean, nullable=False),
     sa.Column("requeue_count", sa.Integer, nullable=False),
+    # Migration 0006: the series the run belongs to (sha256 of its parameters without the
+    # period dates), its period, the schedule that queued it, when retention removed its rows.
+    sa.Column("series_key", sa.String(64)),
+    sa.Column("period_start", sa.Date),
+    sa.Column("period_end", sa.Date),
+    sa.Column("schedule_id", sa.Integer),
+    sa.Column("rows_pruned_at", sa.DateTime),
     sa.Index("ix_kpi_execution_results_status", "status", "id"),
+    sa.Index("ix_kpi_execution_results_series", "kpi_id", "series_key", "id"),
+    sa.Index("ix_kpi_execution_results_schedule", "schedule_id", "id"),
     sa.Index("ix_kpi_execution_results_kpi", "kpi_id", "id"),
     sa.Index("ix_kpi_execution_results_batch", "batch_id"),
     sa.Index("ix_kpi_execution_results_requested_by", "requested_by", "id"),
@@ -202,3 +217,9 @@ kpi_result_view_rows = sa.Table(
     sa.Column("row_number", sa.Integer, nullable=False),
     sqlite_with_rowid=False,
 )
+
+# -- schedules (migration 0007, kpi_store/schedules.py) ---------------------------------------
+
+# -- alert rules (migration 0008, kpi_store/alerts.py) ----------------------------------------
+
+# -- notifications (migration 0009, kpi_store/notifications.py) -------------------------------

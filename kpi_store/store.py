@@ -42,10 +42,15 @@ from .queue import JobQueue, process_worker_id
 from .runner import Runner
 from .runs import RunLedger
 from .source_schema import TableInfo, read_schema
+from .store_alerts import AlertDesk
 from .store_diff import DiffDesk
+from .store_notifications import NotificationDesk
 from .store_people import PeopleAdmin
 from .store_results import ResultsDesk
+from .store_retention import RetentionDesk
 from .store_runs import RunDesk
+from .store_schedules import ScheduleDesk
+from .store_series import SeriesDesk
 from .store_views import PageViews
 from .validation import bind_parameters, checked_actor
 from .vocabulary import KPIStatus, Role
@@ -53,7 +58,18 @@ from .vocabulary import KPIStatus, Role
 log = logging.getLogger(__name__)
 
 
-class KPIStore(RunDesk, PageViews, ResultsDesk, DiffDesk, PeopleAdmin):
+class KPIStore(
+    RunDesk,
+    PageViews,
+    ResultsDesk,
+    DiffDesk,
+    PeopleAdmin,
+    SeriesDesk,
+    ScheduleDesk,
+    AlertDesk,
+    NotificationDesk,
+    RetentionDesk,
+):
     """KPI definitions, their versions and runs, stored in one SQL database.
 
     ``KPIStore()`` opens the database named by ``KPI_STORE_URL`` (default

@@ -59,6 +59,20 @@ class AuditAction(StrEnum):
     PERSON_ADD = "PERSON_ADD"
     PERSON_UPDATE = "PERSON_UPDATE"
     DENIED = "DENIED"
+    BACKFILL = "BACKFILL"
+    SCHEDULE_CREATE = "SCHEDULE_CREATE"
+    SCHEDULE_UPDATE = "SCHEDULE_UPDATE"
+    SCHEDULE_DELETE = "SCHEDULE_DELETE"
+    RULE_CREATE = "RULE_CREATE"
+    RULE_UPDATE = "RULE_UPDATE"
+    RULE_DELETE = "RULE_DELETE"
+    RULE_RESET = "RULE_RESET"
+    SUBSCRIBE = "SUBSCRIBE"
+    UNSUBSCRIBE = "UNSUBSCRIBE"
+    CHANNEL_ADD = "CHANNEL_ADD"
+    CHANNEL_UPDATE = "CHANNEL_UPDATE"
+    CHANNEL_REMOVE = "CHANNEL_REMOVE"
+    PRUNE = "PRUNE"
 
 
 class Role(StrEnum):
@@ -106,6 +120,28 @@ class Direction(StrEnum):
 
 
 class RAG(StrEnum):
+    """A successful run's status against its target; ``NO_DATA`` when it had no rows or
+    a NULL value (never read as 0, never "off target")."""
+
     GREEN = "green"
     AMBER = "amber"
     RED = "red"
+    NO_DATA = "no_data"
+
+
+class Grain(StrEnum):
+    """How long one period of a period KPI is."""
+
+    DAY = "day"
+    WEEK = "week"  # Monday to Sunday (ISO weeks)
+    MONTH = "month"
+    QUARTER = "quarter"
+    YEAR = "year"
+
+
+class CompareTo(StrEnum):
+    """What a period KPI's value is compared with."""
+
+    PREVIOUS_PERIOD = "previous_period"
+    LAST_YEAR = "last_year"  # the same period a year before
+    TARGET = "target"

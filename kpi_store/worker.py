@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -39,11 +40,11 @@ class Worker:
         if concurrency < 1:
             raise ValueError("a worker needs at least one thread")
         self.queue = store.queue
-        self._chores = (self.recover, store.checkpoints.write_if_due)
         settings = self.queue.settings
         self.concurrency = concurrency
         self.poll_interval_s = poll_interval_s or settings.worker_poll_s
         self.recovery_interval_s = recovery_interval_s or settings.recovery_interval_s
+        self._chores = self._chore_list(store)
         self.worker_id = process_worker_id(f"worker-{uuid.uuid4().hex[:8]}")
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -122,11 +123,39 @@ class Worker:
             with self._held_lock:
                 self._held.discard(execution_id)
 
+    def _chore_list(self, store: KPIStore) -> list[Chore]:
+        """What the maintenance thread does besides running jobs, each at its own pace."""
+        return [
+            Chore(self.recover, self.recovery_interval_s),
+            Chore(store.checkpoints.write_if_due, self.recovery_interval_s),
+        ]
+
     def _maintain(self) -> None:
-        """Recovery of dead workers' runs and audit checkpoints, every recovery interval."""
-        while not self._stopping.wait(self.recovery_interval_s):
+        """Each chore when it is due: recovery of dead workers' runs, audit checkpoints, …"""
+        tick = min(chore.every_s for chore in self._chores)
+        while not self._stopping.is_set():
             for chore in self._chores:
-                try:
-                    chore()
-                except (sa.exc.SQLAlchemyError, OSError):
-                    log.exception("%s failed; trying again later", chore.__name__)
+                if self._stopping.is_set():
+                    return
+                chore.run_if_due(time.monotonic())
+            self._stopping.wait(tick)
+
+
+class Chore:
+    """Something a worker does every ``every_s`` seconds; a failure is logged and tried
+    again at the next turn, never ending the worker."""
+
+    def __init__(self, action: Callable[[], object], every_s: float):
+        self.action, self.every_s = action, every_s
+        self.next_at = time.monotonic() + every_s
+
+    def run_if_due(self, now: float) -> None:
+        if now < self.next_at:
+            return
+        self.next_at = now + self.every_s
+        try:
+            self.action()
+        except Exception:  # a chore must never end the worker
+            log.exception(
+                "%s failed; trying again later", getattr(self.action, "__name__", "a chore")
+            )

@@ -9,52 +9,32 @@ audit entry naming the person and the method; a call at or above it succeeds.
 
 from __future__ import annotations
 
+import importlib
 import inspect
-import itertools
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from access_world import (
+    BOSS,
+    ROLES,
+    Case,
+    World,
+    archived,
+    auth_settings,
+    csv_file,
+    email,
+    names,
+    spare_person,
+    spare_source,
+    updated_twice,
+)
 from conftest import make_spec
 
 from kpi_store import KPIStore, PermissionDeniedError, Role
 from kpi_store.access import rule_of
-from kpi_store.config import Settings
-
-BOSS = "boss@example.com"  # an admin through KPI_ADMINS
-ROLES = list(Role)
-_names = itertools.count(1)
-
-
-def email(role: Role) -> str:
-    return f"{role}@example.com"
-
-
-@dataclass
-class World:
-    """A store with sign-in on, a person per role, two data sources, KPIs and runs."""
-
-    store: KPIStore
-    folder: Path
-    kpi: int  # on "shop", two versions
-    other_kpi: int  # on "other"
-    run: int  # a finished run of ``kpi`` asked for by the admin
-    batch: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def fresh_kpi(self, **overrides: Any) -> int:
-        spec = make_spec(name=f"KPI {next(_names)}", **overrides)
-        return self.store.create_kpi(spec, BOSS).id
-
-    def queued_run(self) -> int:
-        return self.store.submit(self.kpi, actor=BOSS).id
-
-
-def auth_settings(url: str, **changes: Any) -> Settings:
-    return Settings.from_env().replace(url=url, auth="oidc", admins=BOSS, **changes)
 
 
 @pytest.fixture()
@@ -78,55 +58,11 @@ def world(store_url: str, source_db: Path, tmp_path: Path) -> Iterator[World]:
         store.close()
 
 
-# -- one case per public method: (what to prepare as an admin, the call as ``actor``) -------
-
-Call = Callable[[World, str], Any]
-Prepare = Callable[[World], Any]
-
-
-@dataclass(frozen=True)
-class Case:
-    call: Callable[[World, str, Any], Any]
-    prepare: Prepare = lambda w: None  # noqa: E731
-    least: Role | None = None  # when the call needs more than the method's rule says
-
-
-def csv_file(w: World) -> Path:
-    path = w.folder / f"upload{next(_names)}.csv"
-    path.write_text("a,b\n1,x\n2,y\n", encoding="utf-8")
-    return path
-
-
-def updated_twice(w: World) -> int:
-    kpi_id = w.fresh_kpi()
-    w.store.update_kpi(kpi_id, {"description": "v2"}, BOSS, expected_version=1)
-    return kpi_id
-
-
-def archived(w: World) -> int:
-    kpi_id = w.fresh_kpi()
-    w.store.archive_kpi(kpi_id, BOSS)
-    return kpi_id
-
-
-def spare_source(w: World) -> str:
-    name = f"spare{next(_names)}"
-    shutil.copy(w.folder / "source.db", w.folder / f"{name}.db")
-    w.store.add_data_source(name, f"sqlite:///{w.folder / name}.db", BOSS)
-    return name
-
-
-def spare_person(w: World) -> str:
-    address = f"person{next(_names)}@example.com"
-    w.store.add_person(address, BOSS)
-    return address
-
-
 CASES: dict[str, Case] = {
     # data sources
     "add_data_source": Case(
         lambda w, a, _: w.store.add_data_source(
-            f"new{next(_names)}", f"sqlite:///{w.folder / 'source.db'}", a
+            f"new{next(names)}", f"sqlite:///{w.folder / 'source.db'}", a
         )
     ),
     "remove_data_source": Case(
@@ -137,7 +73,7 @@ CASES: dict[str, Case] = {
     "source_schema": Case(lambda w, a, _: w.store.source_schema("shop", actor=a)),
     # definitions
     "validate_kpi": Case(lambda w, a, _: w.store.validate_kpi(make_spec(), actor=a)),
-    "create_kpi": Case(lambda w, a, _: w.store.create_kpi(make_spec(name=f"N{next(_names)}"), a)),
+    "create_kpi": Case(lambda w, a, _: w.store.create_kpi(make_spec(name=f"N{next(names)}"), a)),
     "update_kpi": Case(
         lambda w, a, k: w.store.update_kpi(k, {"description": "x"}, a, expected_version=1),
         lambda w: w.fresh_kpi(),
@@ -172,11 +108,11 @@ CASES: dict[str, Case] = {
     "result_frame": Case(lambda w, a, _: w.store.result_frame(w.run, actor=a)),
     "export_link": Case(lambda w, a, _: w.store.export_link(w.run, a)),
     "export_csv": Case(
-        lambda w, a, _: w.store.export_csv(w.run, w.folder / f"out{next(_names)}.csv", a)
+        lambda w, a, _: w.store.export_csv(w.run, w.folder / f"out{next(names)}.csv", a)
     ),
     "export_file": Case(
         lambda w, a, _: w.store.export_file(
-            w.run, w.folder / f"out{next(_names)}.xlsx", a, format="xlsx"
+            w.run, w.folder / f"out{next(names)}.xlsx", a, format="xlsx"
         )
     ),
     "page_csv": Case(lambda w, a, _: w.store.page_csv(w.run, actor=a)),
@@ -186,13 +122,13 @@ CASES: dict[str, Case] = {
     ),
     "export_diff_csv": Case(
         lambda w, a, _: w.store.export_diff_csv(
-            w.run, w.run, "revenue", w.folder / f"diff{next(_names)}.csv", a
+            w.run, w.run, "revenue", w.folder / f"diff{next(names)}.csv", a
         )
     ),
     # demo and uploads
     "install_demo": Case(lambda w, a, _: w.store.install_demo(a)),
     "import_csv": Case(
-        lambda w, a, path: w.store.import_csv("shop", f"t{next(_names)}", path, a), csv_file
+        lambda w, a, path: w.store.import_csv("shop", f"t{next(names)}", path, a), csv_file
     ),
     "upload_targets": Case(lambda w, a, _: w.store.upload_targets(actor=a)),
     # audit
@@ -203,7 +139,7 @@ CASES: dict[str, Case] = {
     # people (``person`` of someone else: an admin; oneself: test_anyone_may_look_...)
     "people": Case(lambda w, a, _: w.store.people(actor=a)),
     "person": Case(lambda w, a, _: w.store.person(BOSS, actor=a), least=Role.ADMIN),
-    "add_person": Case(lambda w, a, _: w.store.add_person(f"p{next(_names)}@example.com", a)),
+    "add_person": Case(lambda w, a, _: w.store.add_person(f"p{next(names)}@example.com", a)),
     "update_person": Case(
         lambda w, a, who: w.store.update_person(who, a, role=Role.RUNNER), spare_person
     ),
@@ -219,6 +155,11 @@ UNGUARDED = {
     "open_export": "test_an_export_link_is_checked_again_when_redeemed",
     "sign_in": "tests/test_people.py",
 }
+
+
+# Newer parts of the store keep their cases beside their tests (tests/access_cases_*.py).
+for _module in sorted(Path(__file__).parent.glob("access_cases_*.py")):
+    CASES.update(importlib.import_module(_module.stem).CASES)
 
 
 def public_methods() -> dict[str, Any]:
