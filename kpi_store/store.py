@@ -51,6 +51,7 @@ from .store_retention import RetentionDesk
 from .store_runs import RunDesk
 from .store_schedules import ScheduleDesk
 from .store_series import SeriesDesk
+from .store_story import StoryDesk
 from .store_views import PageViews
 from .validation import bind_parameters, checked_actor
 from .vocabulary import KPIStatus, Role
@@ -65,6 +66,7 @@ class KPIStore(
     DiffDesk,
     PeopleAdmin,
     SeriesDesk,
+    StoryDesk,
     ScheduleDesk,
     AlertDesk,
     NotificationDesk,
