@@ -116,6 +116,10 @@ class ValueAggregator:
         self.high = high if self.high is None else max(self.high, high)
 
     def value(self) -> float | None:
+        """The headline value; None (no data) when the result has no rows, whatever the
+        aggregation: an empty result is never read as 0."""
+        if self.rows == 0:
+            return None
         if self.aggregation == Aggregation.COUNT:
             return float(self.rows)
         if self.index is None or (self.count == 0 and self.aggregation != Aggregation.FIRST):

@@ -607,3 +607,214 @@ class NotificationEvent(BaseModel):
     unit: str
     summary: str
     occurred_at: dt.datetime
+
+
+# -- the official number and its series (series.py, store_series.py) -------------------------
+
+
+class SeriesPoint(BaseModel):
+    """One successful run in a series: its value and status against the target of its
+    own parameters; for a period KPI, the period it covers (the chart's x axis)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: int
+    kpi_version: int
+    finished_at: dt.datetime | None
+    params: dict[str, Any]
+    value: float | None
+    target: float | None
+    rag: RAG | None
+    period_start: dt.date | None = None
+    period_end: dt.date | None = None
+    period_label: str | None = None
+
+
+class Series(BaseModel):
+    """A KPI's successful runs for one parameter set, oldest first. The official series
+    is the KPI's number; the others are explorations, never mixed into it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kpi_id: int
+    key: str
+    params: dict[str, Any]  # the parameter set, without a period KPI's dates
+    official: bool
+    label: str
+    points: list[SeriesPoint]
+    runs: int  # successful runs in the series (``points`` may hold fewer)
+
+    @property
+    def latest(self) -> SeriesPoint | None:
+        return self.points[-1] if self.points else None
+
+    @property
+    def previous(self) -> SeriesPoint | None:
+        return self.points[-2] if len(self.points) > 1 else None
+
+
+class Comparison(BaseModel):
+    """A run's value against a base: the previous period, the same period last year, the
+    previous run of its series, or the target. ``change_pct`` is None (no data) when the
+    base is zero or missing, never infinity; ``base_params`` run the missing base."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: int
+    compare_to: str
+    to_date: bool
+    value: float | None
+    base_value: float | None
+    base_run_id: int | None
+    base_label: str
+    base_params: dict[str, Any] | None
+    change: float | None
+    change_pct: float | None
+
+    @property
+    def missing(self) -> bool:
+        """The base is a run that has not been run yet (``base_params`` says which)."""
+        return self.base_run_id is None and self.base_params is not None
+
+
+class Headline(BaseModel):
+    """What a KPI's card shows: the official number, its status and change, the official
+    sparkline, and the newest run of any kind."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kpi_id: int
+    official_params: dict[str, Any] | None
+    latest: SeriesPoint | None  # the newest official point
+    rag: RAG | None
+    change: float | None
+    change_label: str  # "vs previous run", "vs 2025-02", …
+    trend: list[float]  # official values, oldest first
+    last_run: Execution | None  # the newest run of any parameter set and status
+    exploration_runs: int  # successful runs outside the official series
+
+
+class BackfillResult(BaseModel):
+    """What a backfill queued: one run per period, as one batch, and what it skipped."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kpi_id: int
+    batch_id: str
+    periods: int
+    queued: list[Execution]
+    skipped: list[str]  # labels of periods already run for this version and parameter set
+    errors: list[BatchError]
+
+
+# -- notifications: inbox, deliveries, webhook channels (notifications.py, delivery.py) -------
+
+DeliveryChannel = Literal["inbox", "email", "webhook"]
+DeliveryStatus = Literal["pending", "sent", "failed"]
+
+
+class InboxItem(BaseModel):
+    """One notification in a person's in-app inbox; ``link`` opens its run (relative to
+    the dashboard, e.g. ``drilldown?execution=7``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    notification_id: int
+    event: NotificationEvent
+    link: str | None
+    created_at: dt.datetime
+    read_at: dt.datetime | None
+
+    @property
+    def unread(self) -> bool:
+        return self.read_at is None
+
+
+class DeliveryAttempt(BaseModel):
+    """One try to send a delivery: when, whether it worked, and why not."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempted_at: dt.datetime
+    ok: bool
+    error: str | None
+    duration_ms: float
+
+
+class Delivery(BaseModel):
+    """A notification on its way to one target over one channel, with every try."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    notification_id: int
+    kind: NotificationKind
+    summary: str
+    channel: DeliveryChannel
+    target: str  # a person, or a webhook channel's name
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: dt.datetime | None
+    last_error: str | None
+    created_at: dt.datetime
+    sent_at: dt.datetime | None
+    failed_at: dt.datetime | None
+    read_at: dt.datetime | None
+    tries: list[DeliveryAttempt]
+
+
+class WebhookChannel(BaseModel):
+    """A named webhook as anyone may see it: the address masked, never the secret;
+    ``failing`` when it keeps failing (3 tries in a row, or its last delivery failed)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    url: str  # scheme and host; the path, which often holds a token, masked
+    active: bool
+    created_by: str
+    created_at: dt.datetime
+    consecutive_failures: int
+    last_error: str | None
+    last_failure_at: dt.datetime | None
+    last_success_at: dt.datetime | None
+    failing: bool
+
+
+class WebhookSaved(BaseModel):
+    """A webhook just added or changed; ``secret`` is shown this once when it was set
+    (given or generated), else None."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: WebhookChannel
+    secret: str | None
+
+
+class ChannelHealth(BaseModel):
+    """How one delivery channel is doing: set up at all, failing, its last error."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: DeliveryChannel
+    name: str  # "email", or the webhook's name
+    configured: bool
+    active: bool
+    failing: bool
+    detail: str  # where it sends, in words
+    pending: int
+    last_error: str | None
+    last_failure_at: dt.datetime | None
+    last_success_at: dt.datetime | None
+
+
+class DeliveryReport(BaseModel):
+    """What one ``deliver_due`` call did: deliveries taken, sent, to be retried, failed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    claimed: int = 0
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 
-from .models import KPISpec
+from . import periods, run_records
+from .models import KPI, Execution, KPISpec, SeriesPoint
+from .schema import kpi_execution_results as executions
 from .values import to_json_value
+from .vocabulary import Grain, RunStatus
 
 
 def _period_names(spec: KPISpec) -> tuple[str, ...]:
@@ -76,3 +81,114 @@ def official_key(spec: KPISpec) -> str | None:
     """The key of the official series (None when the KPI has no official parameter set)."""
     chosen = official_params(spec)
     return None if chosen is None else key_of(chosen)
+
+
+# -- reading series from the store ----------------------------------------------------------
+
+
+def _successes(kpi_ids: Sequence[int]) -> sa.ColumnElement[bool]:
+    return sa.and_(executions.c.kpi_id.in_(list(kpi_ids)), executions.c.status == RunStatus.SUCCESS)
+
+
+def label_of(kpi: KPISpec, params: dict[str, Any], official: bool) -> str:
+    """How a parameter set reads on screen: "Official" plus its values, or its values."""
+    shown = ", ".join(f"{_label(kpi, name)} = {value}" for name, value in params.items())
+    if official:
+        return f"Official ({shown})" if shown else "Official"
+    return shown or "No parameters"
+
+
+def _label(kpi: KPISpec, name: str) -> str:
+    param = kpi.parameter(name)
+    return (param.label if param else None) or name
+
+
+def point_of(kpi: KPI, run: Execution) -> SeriesPoint:
+    """A successful run as a point of its series, judged by its own parameters' target."""
+    label = None
+    if kpi.period is not None and run.period_start and run.period_end:
+        label = period_label(run.period_start, run.period_end, kpi.period.grain)
+    return SeriesPoint(
+        run_id=run.id,
+        kpi_version=run.kpi_version,
+        finished_at=run.finished_at,
+        params=run.params,
+        value=run.value,
+        target=kpi.target_for(run.params),
+        rag=kpi.rag_status(run.value, run.params),
+        period_start=run.period_start,
+        period_end=run.period_end,
+        period_label=label,
+    )
+
+
+def period_label(start: dt.date, end: dt.date, grain: Grain) -> str:
+    """ "2025-03" for a whole period, else "2025-03-01 – 2025-03-15"."""
+    period = periods.period_of(start, grain)
+    if period.start == start and period.end == end:
+        return period.label
+    return f"{start.isoformat()} – {end.isoformat()}"
+
+
+def one_per_period(kpi: KPI, runs: list[Execution]) -> list[Execution]:
+    """Runs oldest first; for a period KPI one per period (its newest run), by period."""
+    if kpi.period is None:
+        return sorted(runs, key=lambda r: r.id)
+    newest: dict[tuple[Any, Any], Execution] = {}
+    for run in runs:
+        slot = (run.period_start, run.period_end)
+        if slot not in newest or run.id > newest[slot].id:
+            newest[slot] = run
+    return sorted(newest.values(), key=lambda r: (r.period_start or dt.date.min, r.id))
+
+
+def read_series(
+    connection: sa.engine.Connection, kpi: KPI, key: str, limit: int = 200
+) -> tuple[list[SeriesPoint], int]:
+    """The newest ``limit`` points of one series (oldest first) and how many runs it has."""
+    where = sa.and_(_successes([kpi.id]), executions.c.series_key == key)
+    total = connection.execute(sa.select(sa.func.count()).where(where)).scalar_one()
+    order = (
+        [executions.c.period_start.desc(), executions.c.id.desc()]
+        if kpi.period
+        else [executions.c.id.desc()]
+    )
+    rows = connection.execute(sa.select(executions).where(where).order_by(*order).limit(limit * 4))
+    runs = one_per_period(kpi, [run_records.to_execution(row) for row in rows])[-limit:]
+    return [point_of(kpi, run) for run in runs], int(total)
+
+
+def series_keys(connection: sa.engine.Connection, kpi_id: int) -> list[tuple[str, int, int]]:
+    """(key, successful runs, newest run id) of each series of a KPI, newest first."""
+    query = (
+        sa.select(executions.c.series_key, sa.func.count(), sa.func.max(executions.c.id))
+        .where(_successes([kpi_id]), executions.c.series_key.is_not(None))
+        .group_by(executions.c.series_key)
+        .order_by(sa.func.max(executions.c.id).desc())
+    )
+    return [(str(row[0]), int(row[1]), int(row[2])) for row in connection.execute(query)]
+
+
+def newest_per_series(
+    connection: sa.engine.Connection, kpi_ids: Sequence[int], per_series: int
+) -> dict[int, dict[str, list[Execution]]]:
+    """The newest successful runs of every series of these KPIs (newest first), one query."""
+    rank = (
+        sa.func.row_number()
+        .over(
+            partition_by=(executions.c.kpi_id, executions.c.series_key),
+            order_by=executions.c.id.desc(),
+        )
+        .label("rank")
+    )
+    ranked = sa.select(executions, rank).where(_successes(kpi_ids)).subquery()
+    query = (
+        sa.select(*(ranked.c[c.name] for c in executions.columns))
+        .where(ranked.c.rank <= per_series)
+        .order_by(ranked.c.id.desc())
+    )
+    found: dict[int, dict[str, list[Execution]]] = {}
+    for row in connection.execute(query):
+        run = run_records.to_execution(row)
+        found.setdefault(run.kpi_id, {}).setdefault(run.series_key or "", []).append(run)
+    return found

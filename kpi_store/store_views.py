@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from . import db, run_records
 from .access import Guard, allowed, unguarded, visible_kpis
-from .models import KPI, DataSource, Execution
+from .models import KPI, DataSource, Execution, Headline
 from .views import (
     BatchProgress,
     JobBoard,
@@ -51,9 +51,9 @@ class PageViews:
         return [r for r in found if r.kpi_id in visible]
 
     @unguarded("computes from what it is given; reads nothing")
-    def rag_counts(self, kpis: Iterable[KPI], recent: dict[int, list[Execution]]) -> RagCounts:
-        """On / near / off target and never run, from ``latest_runs`` of the same KPIs."""
-        return rag_counts(kpis, recent)
+    def rag_counts(self, kpis: Iterable[KPI], headlines: dict[int, Headline]) -> RagCounts:
+        """On / near / off target, no data, no target and never run, from ``headlines``."""
+        return rag_counts(kpis, headlines)
 
     @unguarded("computes from what it is given; reads nothing")
     def total_pages(self, execution: Execution, page_size: int) -> int:

@@ -12,18 +12,20 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .models import KPI, DataSource, Execution
+from .models import KPI, DataSource, Execution, Headline
 from .vocabulary import RAG, RunStatus
 
 
 @dataclass(frozen=True)
 class RagCounts:
-    """How many KPIs are on, near or off target, and how many never ran successfully."""
+    """How many KPIs' official numbers are on, near or off target, have no data (no rows
+    or a NULL value), have no target, or were never run successfully; each KPI counts once."""
 
     green: int = 0
     amber: int = 0
     red: int = 0
-    no_status: int = 0  # no target, or no value yet
+    no_data: int = 0
+    no_status: int = 0  # a value but no target
     never_run: int = 0
 
     def __getitem__(self, rag: RAG) -> int:
@@ -89,15 +91,15 @@ def latest_success(runs: Iterable[Execution]) -> Execution | None:
     return next((r for r in runs if r.status == RunStatus.SUCCESS and r.value is not None), None)
 
 
-def rag_counts(kpis: Iterable[KPI], recent: Mapping[int, Sequence[Execution]]) -> RagCounts:
-    """Red / amber / green of each KPI's newest successful value; ``recent`` is newest first."""
-    counts = {"green": 0, "amber": 0, "red": 0, "no_status": 0, "never_run": 0}
+def rag_counts(kpis: Iterable[KPI], headlines: Mapping[int, Headline]) -> RagCounts:
+    """The status of each KPI's official number, from ``KPIStore.headlines``."""
+    counts = {"green": 0, "amber": 0, "red": 0, "no_data": 0, "no_status": 0, "never_run": 0}
     for kpi in kpis:
-        latest = next((r for r in recent.get(kpi.id, ()) if r.status == RunStatus.SUCCESS), None)
-        if latest is None:
+        headline = headlines.get(kpi.id)
+        if headline is None or headline.latest is None:
             counts["never_run"] += 1
-        rag = kpi.rag_status(latest.value if latest else None)
-        counts[str(rag) if rag else "no_status"] += 1
+        else:
+            counts[str(headline.rag) if headline.rag else "no_status"] += 1
     return RagCounts(**counts)
 
 

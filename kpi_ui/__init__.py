@@ -15,9 +15,12 @@ from kpi_store import (
     Aggregation,
     AuditAction,
     BatchResult,
+    CompareTo,
     DataSource,
     Direction,
     Execution,
+    Grain,
+    Headline,
     KPIStatus,
     KPIStore,
     KPIStoreError,
@@ -107,6 +110,7 @@ from .messages import (
     show_flash,
     show_remembered_error,
 )
+from .story_form import official_and_period_section
 from .widgets import (
     AGGREGATION_LABELS,
     DIRECTION_LABELS,
@@ -125,7 +129,8 @@ from .widgets import (
 __all__ = [
     "ACTOR_KEY", "ICON_SVG", "KPI", "LOGO_SVG", "MISSING", "PAGES", "RAG", "RAG_STYLE",
     "STATUS_STYLE", "Aggregation", "AuditAction", "BatchResult", "DataSource", "Direction",
-    "Execution", "KPIStatus", "KPIStore", "KPIStoreError", "KPIVersion", "Page",
+    "CompareTo", "Execution", "Grain", "Headline", "KPIStatus", "KPIStore", "KPIStoreError",
+    "KPIVersion", "Page",
     "ParamType", "ParameterSpec", "PermissionDeniedError", "Person", "Role", "RunMode",
     "RunStatus", "VersionConflictError", "Viewer", "gate_navigation", "gate_page",
     "identify", "locked", "recheck", "unverified", "viewer",
@@ -138,7 +143,7 @@ __all__ = [
     "format_value", "friendly_errors", "full_export_link", "get_store", "GridView",
     "column_types", "grid_view",
     "identity_sidebar", "kpi_card", "kpi_label", "kpi_link", "link", "md", "md_delta",
-    "navigation", "plain",
+    "navigation", "official_and_period_section", "plain",
     "open_on_rerun", "page_style", "page_url", "parameter_form", "process_store",
     "query_int", "rag_badge", "rag_label", "remember_error", "remembered_errors",
     "require_actor", "result_grid", "run_duration_ms", "run_link", "run_url", "runs_chart",

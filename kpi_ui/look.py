@@ -27,6 +27,7 @@ RAG_STYLE: dict[RAG, tuple[str, str, str]] = {
     RAG.GREEN: ("On target", "green", ":material/check_circle:"),
     RAG.AMBER: ("Near target", "orange", ":material/warning:"),
     RAG.RED: ("Off target", "red", ":material/error:"),
+    RAG.NO_DATA: ("No data", "gray", ":material/block:"),
 }
 
 _MARK = (

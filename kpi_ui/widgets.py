@@ -15,10 +15,12 @@ from kpi_store import (
     Aggregation,
     Direction,
     Execution,
+    Headline,
     KPIStatus,
     ParameterSpec,
     ParamType,
     RunStatus,
+    SeriesPoint,
 )
 from kpi_store.formats import (
     MISSING,
@@ -61,51 +63,53 @@ def kpi_label(kpi: KPI) -> str:
 # -- KPI card ---------------------------------------------------------------------------------
 
 
-def kpi_card(kpi: KPI, runs: Sequence[Execution]) -> None:
-    """Headline value, delta, target and RAG status, sparkline and last run of one KPI.
-
-    ``runs`` are the KPI's recent runs, newest first (any status).
-    """
-    successes = [r for r in runs if r.status == RunStatus.SUCCESS and r.value is not None]
-    values = [r.value for r in successes if r.value is not None]  # newest first
-    latest = successes[0] if successes else None
-    value = values[0] if values else None
+def kpi_card(kpi: KPI, headline: Headline | None) -> None:
+    """The official number of one KPI: value, change, target and status, the official
+    sparkline, and the newest run of any kind (an exploration is said to be one)."""
+    latest = headline.latest if headline else None
+    value = latest.value if latest else None
     with st.container(border=True, key=f"kpi_card_{kpi.id}"):
         head, badge = st.columns([3, 2], vertical_alignment="center")
         head.markdown(f"**{md(kpi.name)}**")
         with badge:
-            rag_badge(kpi.rag_status(value), kpi.target is not None)
-        delta = format_change(values[0] - values[1], kpi.unit) if len(values) > 1 else None
-        trend = values[:20][::-1]
+            rag_badge(headline.rag if latest and headline else None, kpi.target is not None)
+        change = headline.change if headline else None
+        delta = format_change(change, kpi.unit) if change is not None else None
         st.metric(
             md(kpi.description or kpi.name),
-            md(format_value(value, kpi.unit)),
+            md(format_value(value, kpi.unit)) if latest else MISSING,
             delta=md_delta(delta) if delta else None,
             delta_color="normal" if kpi.direction == Direction.HIGHER_IS_BETTER else "inverse",
             label_visibility="collapsed",
-            delta_description="vs previous run" if delta else None,
+            delta_description=headline.change_label if delta and headline else None,
         )
+        trend = headline.trend if headline else []
         if len(trend) > 1:  # drawn with a text alternative (st.metric's chart has none)
             sparkline(trend, kpi.name, kpi.unit)
-        target = format_value(kpi.target, kpi.unit) if kpi.target is not None else "none"
-        st.text(f"Target {target} · {kpi.owner or 'no owner'}")
-        _last_run_caption(runs[0] if runs else None)
+        target = latest.target if latest else kpi.target_for(None)
+        shown = format_value(target, kpi.unit) if target is not None else "none"
+        period = f" · {latest.period_label}" if latest and latest.period_label else ""
+        st.text(f"Target {shown} · {kpi.owner or 'no owner'}{period}")
+        _last_run_caption(headline.last_run if headline else None, latest)
         links = st.columns(2)
         with links[0]:
             kpi_link(kpi.id, "History", Page.HISTORY, ":material/timeline:")
         with links[1]:
             if latest is not None:
-                run_link(latest.id, "Rows")
+                run_link(latest.run_id, "Rows")
             else:
                 kpi_link(kpi.id, "Run", Page.RUN, ":material/play_arrow:")
 
 
-def _last_run_caption(last_run: Execution | None) -> None:
+def _last_run_caption(last_run: Execution | None, official: SeriesPoint | None) -> None:
     if last_run is None:
         st.caption(":material/history: Never run yet")
-    else:
-        label = status_label(last_run.status)
-        st.caption(f":material/history: Last run {time_ago(last_run.created_at)} · {label}")
+        return
+    label = status_label(last_run.status)
+    kind = "" if official is None or official.run_id == last_run.id else " · an exploration"
+    if official is None and last_run.status == RunStatus.SUCCESS:
+        kind = " · an exploration (no official run yet)"
+    st.caption(f":material/history: Last run {time_ago(last_run.created_at)} · {label}{kind}")
 
 
 # -- parameter form ---------------------------------------------------------------------------

@@ -577,6 +577,9 @@ def definition_form(prefix: str, kpi: ui.KPI | None, errors: Errors) -> Spec:
     test_query_section(prefix, spec)
     spec |= value_section(prefix, kpi, errors)
     spec |= target_section(prefix, kpi, errors)
+    spec |= ui.official_and_period_section(
+        prefix, kpi, spec["parameters"], spec["aggregation"], errors
+    )
     spec |= run_settings_section(prefix, kpi, errors)
     return spec
 

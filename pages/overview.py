@@ -133,19 +133,23 @@ if not shown:
     st.info("No KPI matches these filters.", icon=":material/filter_alt_off:")
     st.stop()
 
-recent: dict[int, list[ui.Execution]] = {}
+headlines: dict[int, ui.Headline] = {}
 with ui.friendly_errors():
-    recent = store.latest_runs([k.id for k in shown], per_kpi=20, actor=me.actor)
+    headlines = store.headlines(shown, actor=me.actor)
 
-counts = store.rag_counts(shown, recent)
-s = st.columns(4)
+counts = store.rag_counts(shown, headlines)
+s = st.columns(5)
 for column, rag in zip(s, ui.RAG, strict=False):
     column.metric(ui.rag_label(rag), counts[rag], border=True)
-s[3].metric("Not run yet", counts.never_run, border=True)
+s[4].metric("Not run yet", counts.never_run, border=True)
+st.caption(
+    "Cards show each KPI's official number: its runs with the official parameters. "
+    "Runs with other parameters are explorations, listed on its History page."
+)
 
 per_row = 3
 for start in range(0, len(shown), per_row):
     row = st.columns(per_row)
     for column, kpi in zip(row, shown[start : start + per_row], strict=False):
         with column:
-            ui.kpi_card(kpi, recent.get(kpi.id, []))
+            ui.kpi_card(kpi, headlines.get(kpi.id))

@@ -30,10 +30,14 @@ def test_rag_counts_and_never_run(store: KPIStore, kpi_spec) -> None:
     ]
     for kpi_id in ids[:4]:
         store.execute(kpi_id, actor="t")
+    empty = kpi(store, kpi_spec, name="Empty", target=10.0)  # SUM of no rows: NULL, no data
+    store.execute(empty, actor="t", params={"start": "2100-01-01"})
+    store.update_kpi(empty, {"official_params": {"start": "2100-01-01"}}, "t", expected_version=1)
+    ids.append(empty)
     kpis = [store.get_kpi(i) for i in ids]
-    counts = store.rag_counts(kpis, store.latest_runs(ids))
+    counts = store.rag_counts(kpis, store.headlines(kpis))
     assert (counts.green, counts.amber, counts.red) == (1, 1, 1)
-    assert counts.never_run == 1 and counts.no_status == 2
+    assert (counts.never_run, counts.no_status, counts.no_data) == (1, 1, 1)
     assert counts["green"] == 1
 
 
@@ -42,7 +46,8 @@ def test_a_failed_newest_run_keeps_the_last_success(store: KPIStore, kpi_spec) -
     store.execute(kpi_id, actor="t")
     queued = store.submit(kpi_id, actor="t")
     store.cancel(queued.id, "t")
-    counts = store.rag_counts([store.get_kpi(kpi_id)], store.latest_runs([kpi_id]))
+    kpis = [store.get_kpi(kpi_id)]
+    counts = store.rag_counts(kpis, store.headlines(kpis))
     assert counts.green == 1 and counts.never_run == 0
 
 
