@@ -504,6 +504,11 @@ _SEGMENT = {
 }
 
 
+# The demo's dates default to a whole year (targets are yearly), so their period is a year:
+# 2025 compares with 2024, and a backfill fills both years.
+_YEARLY = {"start": "start_date", "end": "end_date", "grain": "year"}
+
+
 def _date_region_params() -> list[dict[str, Any]]:
     return [dict(_START), dict(_END), {**_REGION, "choices": list(_REGION["choices"])}]
 
@@ -538,6 +543,7 @@ JOIN orders o ON o.order_id = ol.order_id
 WHERE o.status = 'completed'
   AND {_ORDER_FILTER}""",
         "parameters": _date_region_params(),
+        "period": dict(_YEARLY),
         "value_column": "revenue",
         "aggregation": "sum",
         "unit": "$",
@@ -561,6 +567,7 @@ FROM orders o
 WHERE o.status = 'completed'
   AND {_ORDER_FILTER}""",
         "parameters": _date_region_params(),
+        "period": dict(_YEARLY),
         "value_column": "orders",
         "aggregation": "sum",
         "unit": "orders",
@@ -586,6 +593,7 @@ JOIN orders o ON o.order_id = ol.order_id
 WHERE o.status = 'completed'
   AND {_ORDER_FILTER}""",
         "parameters": _date_region_params(),
+        "period": dict(_YEARLY),
         "value_column": "avg_order_value",
         "aggregation": "first",
         "unit": "$",
@@ -614,6 +622,7 @@ FROM orders o
 WHERE o.status IN ('completed', 'returned')
   AND {_ORDER_FILTER}""",
         "parameters": _date_region_params(),
+        "period": dict(_YEARLY),
         "value_column": "return_rate_pct",
         "aggregation": "first",
         "unit": "%",
@@ -643,6 +652,7 @@ JOIN products p ON p.product_id = ol.product_id
 WHERE o.status = 'completed'
   AND {_ORDER_FILTER}""",
         "parameters": _date_region_params(),
+        "period": dict(_YEARLY),
         "value_column": "gross_margin_pct",
         "aggregation": "first",
         "unit": "%",
@@ -675,6 +685,7 @@ ORDER BY month""",
             *_date_region_params(),
             {**_SEGMENT, "choices": list(_SEGMENT["choices"])},
         ],
+        "period": dict(_YEARLY),
         "value_column": "new_customers",
         "aggregation": "sum",
         "unit": "customers",
@@ -704,6 +715,8 @@ WHERE o.status = 'completed'
 GROUP BY p.category
 ORDER BY units_sold DESC""",
         "parameters": _date_region_params(),
+        "period": dict(_YEARLY),
+        "breakdown_column": "category",
         "value_column": "units_sold",
         "aggregation": "sum",
         "unit": "units",
@@ -767,6 +780,8 @@ ORDER BY ol.line_id""",
                 "label": "Completed orders only",
             },
         ],
+        "period": dict(_YEARLY),
+        "breakdown_column": "category",
         "value_column": "line_amount",
         "aggregation": "sum",
         "unit": "$",

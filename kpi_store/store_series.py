@@ -200,7 +200,12 @@ class SeriesDesk:
                 f"KPI '{kpi.name}' has no period (two date parameters and a grain), so "
                 "there is nothing to backfill; declare one in its definition."
             )
-        wanted = periods.periods_between(_day(start, "start"), _day(end, "end"), kpi.period.grain)
+        try:
+            wanted = periods.periods_between(
+                _day(start, "start"), _day(end, "end"), kpi.period.grain
+            )
+        except ValueError as error:  # the range is backwards or holds too many periods
+            raise ValidationError(f"Cannot backfill: {error}.") from None
         chosen = _series_params_given(kpi, params)
         done = set() if rerun else self._periods_done(kpi, series.key_of(chosen))
         batch_id = new_batch_id()

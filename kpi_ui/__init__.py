@@ -64,7 +64,7 @@ from .app import (
     store_url,
     worker_running,
 )
-from .charts import events_chart, runs_chart, runs_frame, time_format
+from .charts import events_chart, runs_frame, time_format
 from .downloads import download_routes, export_url, file_stem, full_export_link
 from .grid import GridView, column_types, grid_view, result_grid
 from .identity import (
@@ -111,6 +111,7 @@ from .messages import (
     show_remembered_error,
 )
 from .story_form import official_and_period_section
+from .trend import trend_tab
 from .widgets import (
     AGGREGATION_LABELS,
     DIRECTION_LABELS,
@@ -143,10 +144,10 @@ __all__ = [
     "format_value", "friendly_errors", "full_export_link", "get_store", "GridView",
     "column_types", "grid_view",
     "identity_sidebar", "kpi_card", "kpi_label", "kpi_link", "link", "md", "md_delta",
-    "navigation", "official_and_period_section", "plain",
+    "navigation", "official_and_period_section", "plain", "trend_tab",
     "open_on_rerun", "page_style", "page_url", "parameter_form", "process_store",
     "query_int", "rag_badge", "rag_label", "remember_error", "remembered_errors",
-    "require_actor", "result_grid", "run_duration_ms", "run_link", "run_url", "runs_chart",
+    "require_actor", "result_grid", "run_duration_ms", "run_link", "run_url",
     "runs_frame", "set_query_param", "show_error", "show_flash", "show_remembered_error",
     "status_badge", "status_label", "store_url", "switch_to", "time_ago", "time_format",
     "worker_running",

@@ -9,10 +9,10 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from kpi_store import Execution, RunStatus
+from kpi_store import Execution
 from kpi_store.formats import format_duration, format_params, format_value
 
-from .look import PRIMARY, STATUS_COLOURS
+from .look import PRIMARY
 
 RUN_COLUMNS = ["run", "when", "value", "status", "version", "params", "rows", "duration", "by"]
 
@@ -46,65 +46,6 @@ def time_format(moments: pd.Series) -> str:
     if span < pd.Timedelta(days=2):
         return "%b %d %H:%M"
     return "%b %d, %Y"
-
-
-def runs_chart(runs: Sequence[Execution], target: float | None, unit: str = "") -> None:
-    """Value over time; points coloured by status; the target as a dashed line."""
-    frame = runs_frame(runs)
-    if frame.empty:
-        st.info("No runs yet.")
-        return
-    statuses = [str(s) for s in STATUS_COLOURS]
-    colour = alt.Color(
-        "status:N",
-        scale=alt.Scale(domain=statuses, range=list(STATUS_COLOURS.values())),
-        legend=alt.Legend(title="Status", orient="right"),
-    )
-    title = f"Value ({unit})" if unit else "Value"
-    valued = frame.dropna(subset=["value"])
-    x = alt.X("when:T", title="Run time (UTC)", axis=alt.Axis(format=time_format(frame["when"])))
-    y = alt.Y("value:Q", title=title, scale=alt.Scale(zero=False), axis=alt.Axis(format=",.4~s"))
-    layers = []
-    if not valued.empty:
-        line_data = valued[valued["status"] == RunStatus.SUCCESS]
-        layers.append(
-            alt.Chart(line_data).mark_line(color="#94a3b8", strokeWidth=1.5).encode(x=x, y=y)
-        )
-    floor = valued["value"].min() if not valued.empty else 0
-    points = frame.assign(value=frame["value"].fillna(floor))
-    tooltip = ["run", "status", "value", "params", "version", "rows", "by", "when:T"]
-    layers.append(
-        alt.Chart(points)
-        .mark_point(filled=True, size=90)
-        .encode(x=x, y=y, color=colour, tooltip=tooltip)
-    )
-    if target is not None:
-        layers.append(
-            alt.Chart(pd.DataFrame({"target": [target]}))
-            .mark_rule(color="#f59e0b", strokeDash=[6, 4], strokeWidth=2)
-            .encode(y="target:Q", tooltip=[alt.Tooltip("target:Q", title="Target")])
-        )
-    st.altair_chart(
-        alt.layer(*layers).properties(height=320),
-        width="stretch",
-        alt=runs_summary(runs, target, unit),
-    )
-
-
-def runs_summary(runs: Sequence[Execution], target: float | None, unit: str = "") -> str:
-    """What the runs chart shows, in words (its text alternative)."""
-    ok = [r for r in runs if r.status == RunStatus.SUCCESS and r.value is not None]
-    words = f"Value of {len(runs)} runs over time ({len(ok)} succeeded)"
-    if ok:
-        newest = max(ok, key=lambda r: (r.finished_at or r.created_at, r.id))
-        values = [r.value for r in ok if r.value is not None]
-        words += (
-            f"; latest {format_value(newest.value, unit)}, lowest "
-            f"{format_value(min(values), unit)}, highest {format_value(max(values), unit)}"
-        )
-    if target is not None:
-        words += f"; target {format_value(target, unit)}"
-    return words + "."
 
 
 def events_chart(frame: pd.DataFrame) -> None:

@@ -45,7 +45,7 @@ def official_and_period_section(
             "The official number is the KPI's runs with its official parameters: cards, "
             "status and trend use only those. Runs with other parameters are explorations."
         )
-        spec = {"official_params": _official_params(prefix, kpi, named)}
+        spec: dict[str, Any] = {"official_params": _official_params(prefix, kpi, named)}
         field_error(errors, "official_params")
         spec["targets"] = _targets(prefix, kpi, named)
         field_error(errors, "targets")

@@ -1,4 +1,5 @@
-"""History of one KPI: its runs over time, its versions, and two runs side by side.
+"""History of one KPI: its series over time (the official one first), its runs, its
+versions, and two runs side by side.
 
 It opens on the KPI the link names (``?kpi=``), else on the KPI last open on the KPIs
 page. Values in the tables are written with the KPI's unit, fields by their labels.
@@ -57,9 +58,10 @@ with ui.friendly_errors():
     runs = store.executions(kpi_id=kpi.id, limit=500, actor=me.actor)
     versions = store.kpi_versions(kpi.id, actor=me.actor)
 
-tab_runs, tab_versions, tab_compare = st.tabs(
+tab_trend, tab_runs, tab_versions, tab_compare = st.tabs(
     [
-        f":material/show_chart: Runs ({len(runs)})",
+        ":material/show_chart: Trend",
+        f":material/list: Runs ({len(runs)})",
         f":material/history: Versions ({len(versions)})",
         ":material/compare_arrows: Compare runs",
     ]
@@ -80,7 +82,6 @@ def runs_tab() -> None:
     if not runs:
         st.info("This KPI has not been run yet.", icon=":material/play_circle:")
         return
-    ui.runs_chart(runs, kpi.target, kpi.unit)
     table = ui.runs_frame(runs)
     table["open"] = [ui.run_url(r.id) for r in runs]
     table["status"] = table["status"].map(ui.status_label)
@@ -112,6 +113,8 @@ def runs_tab() -> None:
     ui.run_link(pick)
 
 
+with tab_trend:
+    ui.trend_tab(store, kpi, me)
 with tab_runs:
     runs_tab()
 

@@ -267,7 +267,7 @@ def test_backfill_refusals_are_clear(shop: KPIStore) -> None:
     kpi = shop.create_kpi(period_spec(), "ann")
     with pytest.raises(ValidationError, match="not a date"):
         shop.backfill(kpi.id, "January", "2024-02-01", "ann")
-    with pytest.raises(ValueError, match="before"):
+    with pytest.raises(ValidationError, match="before"):
         shop.backfill(kpi.id, "2024-03-01", "2024-02-01", "ann")
 
 

@@ -21,11 +21,16 @@ def orders(demo_store):
     return demo_store.get_kpi(kpi.id)
 
 
+def frames_with(at, column: str) -> list:
+    """The tables on the page that have ``column``."""
+    return [d.value for d in at.dataframe if column in d.value]
+
+
 def test_runs_tab_lists_runs_with_links_to_the_drilldown(demo_store, orders):
     at = open_app("history", query={"kpi": orders.id})
     assert at.selectbox(key="hi_kpi").value == orders.id
     runs = demo_store.executions(kpi_id=orders.id)
-    table = at.dataframe[0].value
+    [table] = frames_with(at, "run")  # the Runs tab's table
     assert list(table["run"]) == [r.id for r in runs]
     assert list(table["open"]) == [f"drilldown?execution={r.id}" for r in runs]
     assert list(table["version"]) == [2, 1]
@@ -39,7 +44,7 @@ def test_versions_tab_shows_timeline_and_diff(demo_store, orders):
     timeline = [m for m in texts(at.markdown) if " by **" in m]
     assert timeline[0].startswith("Changed by **editor**") and "_Stretch goal_" in timeline[0]
     assert timeline[1].startswith("Created by **demo**")
-    diff = at.dataframe[1].value
+    [diff] = frames_with(at, "Field")
     assert set(diff["Field"]) == {"Target", "SQL"}
     assert diff.set_index("Field").loc["Target", "Version 2"] == "20,000 orders"
     assert diff.set_index("Field").loc["Target", "Version 1"] == "18,500 orders"

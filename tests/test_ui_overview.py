@@ -20,7 +20,8 @@ def card_text(at, kpi_id) -> str:
             if isinstance(value, str):
                 parts.append(value)
             if getattr(child, "type", "") == "metric":
-                parts.append(shown(f"{child.label}|{child.value}|{child.proto.delta}"))
+                delta = f"{child.proto.delta} {child.proto.delta_description}"
+                parts.append(shown(f"{child.label}|{child.value}|{delta}"))
             walk(child)
 
     walk(card)
@@ -38,11 +39,13 @@ def test_empty_store_offers_the_demo(app_store):
     assert metrics(at)["Not run yet"] == "8"
 
 
-def test_cards_show_value_status_and_delta(demo_store):
+def test_cards_show_the_official_number_its_status_and_change(demo_store):
     revenue = kpi_named(demo_store, "Revenue")
     returns = kpi_named(demo_store, "Return Rate")
-    demo_store.execute(revenue.id, {"region": "North"}, actor="setup")
-    demo_store.execute(revenue.id, actor="setup")
+    year_2024 = {"start_date": "2024-01-01", "end_date": "2024-12-31"}
+    earlier = demo_store.execute(revenue.id, year_2024, actor="setup")
+    official = demo_store.execute(revenue.id, actor="setup")
+    north = demo_store.execute(revenue.id, {"region": "North"}, actor="setup")  # exploration
     demo_store.execute(returns.id, actor="setup")
     at = open_app("overview")
     summary = metrics(at)
@@ -51,8 +54,10 @@ def test_cards_show_value_status_and_delta(demo_store):
     assert "$5,506,100.50" in text
     assert "On target" in text
     assert "Target $5,250,000 · Finance" in text
-    north, everything = [r.value for r in demo_store.executions(kpi_id=revenue.id)][::-1]
-    assert f"+${everything - north:,.2f}" in text
+    change = official.value - earlier.value
+    assert f"{'+' if change >= 0 else '-'}${abs(change):,.2f}" in text and "vs 2024" in text
+    assert f"${north.value:,.2f}" not in text  # the newer exploration is not the number
+    assert "an exploration" in text
     returns_text = card_text(at, returns.id)
     assert "8%" in returns_text and "Off target" in returns_text
     never = card_text(at, kpi_named(demo_store, "Orders").id)
@@ -66,7 +71,8 @@ def test_filters_by_tag_and_owner(demo_store):
             [
                 m
                 for m in at.metric
-                if m.label not in {"On target", "Near target", "Off target", "Not run yet"}
+                if m.label
+                not in {"On target", "Near target", "Off target", "No data", "Not run yet"}
             ]
         )
         == 8
