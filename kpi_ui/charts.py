@@ -1,5 +1,5 @@
-"""Charts: a KPI's runs over time against its target, audit events over time, and the
-sparkline of a KPI card. Each has a text alternative (``alt``) that says what it shows."""
+"""Charts: audit events over time and the sparkline of a KPI card (a KPI's series are
+drawn by ``series_view``). Each has a text alternative (``alt``) that says what it shows."""
 
 from __future__ import annotations
 

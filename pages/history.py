@@ -254,6 +254,12 @@ def compare_tab() -> None:
         ]
     )
     st.dataframe(frame, hide_index=True, width="stretch")
+    if first.series_key != second.series_key:
+        st.warning(
+            "These runs have different parameters, so they belong to different series: "
+            "the change below compares two different questions, not one number over time.",
+            icon=":material/call_split:",
+        )
     if first.value is not None and second.value is not None:
         change = second.value - first.value
         pct = f" ({change / first.value:+.1%})" if first.value else ""

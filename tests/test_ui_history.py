@@ -75,6 +75,7 @@ def test_compare_two_runs_side_by_side(demo_store, orders):
     assert table.loc["Parameter region", "Differs"] == "●"
     assert table.loc["Requested by", "Differs"] == ""
     assert f"Run #{newer.id} vs run #{older.id}" in metrics(at)
+    assert any("different series" in w for w in texts(at.warning))  # North vs All
 
 
 def test_a_kpi_without_runs(demo_store):
