@@ -25,6 +25,9 @@ import sqlalchemy as sa
 
 from .cli_diff import add_diff_command
 from .cli_people import add_people_command
+from .cli_prune import add_prune_command
+from .cli_schedules import add_schedules_command
+from .cli_series import add_series_commands
 from .config import DEFAULT_URL
 from .errors import KPIStoreError, NotFoundError, ValidationError
 from .formats import format_params
@@ -311,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     _worker_command(command("worker", cmd_worker, "run queued jobs until Ctrl+C or SIGTERM"))
     add_people_command(command)
     add_diff_command(command)
+    add_series_commands(command)
+    add_prune_command(command)
+    add_schedules_command(command)
     sub = command("cancel", cmd_cancel, "cancel a queued or running run")
     sub.add_argument("execution", metavar="EXECUTION", type=int, help="run (execution) id")
     return parser

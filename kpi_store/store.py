@@ -18,6 +18,7 @@ from . import (
     definitions,
     integrity,
     keys,
+    notifications,
     result_views,
     versions,
 )
@@ -89,6 +90,7 @@ class KPIStore(
         db.migrate(self.engine)
         self._key = keys.load(self.settings)
         keys.attach(self.engine, self._key)
+        notifications.attach(self.engine, self.settings)
         integrity.key_the_chain(self.engine, self._key)
         sources.seal_credentials(self.engine, self._key)
         self.source_folders = sources.SourceFolders.from_settings(self.settings)
@@ -98,6 +100,7 @@ class KPIStore(
         self.runner = Runner(self.source_engines, self.settings)
         self.active_runs = ActiveRuns(self.ledger, self.settings.heartbeat_interval_s)
         self.queue = JobQueue(self.ledger, self.active_runs, self._run_held)
+        self._watch_alerts()  # rules evaluate each run this process ends
         self.checkpoints = integrity.CheckpointWriter(
             self.engine, self._key, keys.checkpoint_file(self.settings)
         )
@@ -180,7 +183,7 @@ class KPIStore(
         note: str = "",
     ) -> KPI:
         """Save a new version; raises VersionConflictError if ``expected_version`` is stale."""
-        return definitions.update(
+        saved = definitions.update(
             self.engine,
             kpi_id,
             changes,
@@ -189,6 +192,8 @@ class KPIStore(
             note,
             source_engines=self.source_engines,
         )
+        self._reset_alerts_for_sql(kpi_id, _actor(actor))
+        return saved
 
     @allowed(Role.EDITOR, kpi="kpi_id")
     def archive_kpi(self, kpi_id: int, actor: str) -> KPI:
@@ -239,7 +244,9 @@ class KPIStore(
     @allowed(Role.EDITOR, kpi="kpi_id")
     def restore_version(self, kpi_id: int, version: int, actor: str) -> KPI:
         """Save a new version equal to ``version``."""
-        return definitions.restore(self.engine, kpi_id, version, _actor(actor))
+        restored = definitions.restore(self.engine, kpi_id, version, _actor(actor))
+        self._reset_alerts_for_sql(kpi_id, _actor(actor))
+        return restored
 
     # -- previews -------------------------------------------------------------------------
 

@@ -32,12 +32,16 @@ class DiffDesk:
 
         def _exported(self, actor: str, execution: Execution, details: dict[str, Any]) -> None: ...
 
+        def _check_rows(self, execution: Execution) -> None: ...
+
     def _both(
         self, a: int, b: int, key: Sequence[str] | str, role: Role, operation: str, actor: Any
     ) -> tuple[Execution, Execution, run_diff.Layout]:
         if self._guard.settings.auth_on:  # run a was checked by the method's rule
             self._guard.check(Rule(role, run="b"), operation, {"actor": actor, "b": b})
         first, second = self._execution(a), self._execution(b)
+        for execution in (first, second):
+            self._check_rows(execution)  # a pruned run says when and by which limit
         return first, second, run_diff.layout(first, second, key)
 
     @allowed(Role.VIEWER, run="a")

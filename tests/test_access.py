@@ -159,7 +159,9 @@ UNGUARDED = {
 
 # Newer parts of the store keep their cases beside their tests (tests/access_cases_*.py).
 for _module in sorted(Path(__file__).parent.glob("access_cases_*.py")):
-    CASES.update(importlib.import_module(_module.stem).CASES)
+    _cases = importlib.import_module(_module.stem)
+    CASES.update(_cases.CASES)
+    UNGUARDED.update(getattr(_cases, "UNGUARDED", {}))
 
 
 def public_methods() -> dict[str, Any]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 from kpi_store import RAG, KPIStore, RunStatus, ValidationError
 from kpi_store.series import key_of
 
+ROOT = Path(__file__).resolve().parents[1]
 REGIONS = ("east", "west")
 FIRST, LAST = dt.date(2023, 1, 1), dt.date(2025, 12, 31)
 SQL = """SELECT region, SUM(amount) AS total FROM daily
@@ -297,3 +300,34 @@ def test_the_official_number_fields_are_checked(
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         shop.create_kpi(period_spec(**changes), "ann")
+
+
+def cli(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kpi_store", "--store", store_url, "--actor", "cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+def test_sqlite_backfill_and_compare_from_the_command_line(
+    shop: KPIStore, store_url: str, daily_db: Path
+) -> None:
+    kpi = shop.create_kpi(period_spec(), "ann")
+    done = cli(store_url, "backfill", "Sales", "2024-01-01", "2024-03-31")
+    assert done.returncode == 0, done.stderr
+    assert "Queued 3 of 3 period(s) of 'Sales'" in done.stdout
+    again = cli(store_url, "backfill", str(kpi.id), "2024-01-01", "2024-03-31")
+    assert "Queued 0 of 3" in again.stdout and "skipped 3" in again.stdout
+
+    march = shop.execute(kpi.id, month(2024, 3), "ann")
+    missing = cli(store_url, "compare", str(march.id))
+    assert "2024-02: not run yet" in missing.stdout
+    compared = cli(store_url, "compare", str(march.id), "--run-missing")
+    assert compared.returncode == 0, compared.stderr
+    february = expected(daily_db, dt.date(2024, 2, 1), dt.date(2024, 2, 29))
+    assert f"2024-02: {february:,.2f}" in compared.stdout
+    bad = cli(store_url, "backfill", "Sales", "2024-03-01", "2024-01-01")
+    assert bad.returncode == 2 and "before" in bad.stderr

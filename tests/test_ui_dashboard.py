@@ -100,4 +100,4 @@ def test_rag_status_follows_direction_and_tolerance(demo_store):
     assert returns.rag_status(6.0) == "green"
     assert returns.rag_status(7.0) == "amber"
     assert returns.rag_status(8.0) == "red"
-    assert returns.rag_status(None) is None
+    assert returns.rag_status(None) == "no_data"  # no rows or NULL: no data, never red
