@@ -1,5 +1,7 @@
 """kpi_store: define, version, run and audit KPIs over SQL data sources."""
 
+from .alert_records import AlertEvaluation, AlertRule, AlertSubscription, KPIAlerts, RuleTest
+from .alert_states import AlertState
 from .errors import (
     DataSourceError,
     ExecutionError,
@@ -38,6 +40,7 @@ from .models import (
     VersionDiff,
 )
 from .run_diff import DuplicateKeyError
+from .schedules import Schedule, Tick
 from .store import KPIStore
 from .vocabulary import (
     RAG,
@@ -55,6 +58,14 @@ from .vocabulary import (
 from .worker import Worker
 
 __all__ = [
+    "AlertEvaluation",
+    "AlertRule",
+    "AlertState",
+    "AlertSubscription",
+    "KPIAlerts",
+    "RuleTest",
+    "Schedule",
+    "Tick",
     "KPI",
     "RAG",
     "Aggregation",

@@ -190,8 +190,7 @@ class Settings:
     keep_rows_runs: int = _setting(
         "KPI_KEEP_ROWS_RUNS",
         0,
-        "Runs beyond the newest N per KPI and parameter set lose their stored rows "
-        "(0: keep all).",
+        "Runs beyond the newest N per KPI and parameter set lose their stored rows (0: keep all).",
     )
     prune_interval_s: float = _setting(
         "KPI_PRUNE_INTERVAL_S",

@@ -101,6 +101,10 @@ def _sqlite_engine(url: sa.engine.URL) -> sa.engine.Engine:
         # Autocommit at the driver level; transactions are begun explicitly below.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # Before anything creates the file's first table (WAL mode writes its header):
+        # a new store returns removed rows' pages with incremental vacuum (retention).
+        # An older store keeps its mode until a VACUUM (``prune --vacuum``).
+        cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")

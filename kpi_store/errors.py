@@ -6,6 +6,8 @@ and says what would be acceptable. Pages show ``str(error)`` as is.
 
 from __future__ import annotations
 
+import datetime as dt
+
 
 class KPIStoreError(Exception):
     """Base class of every error kpi_store raises on purpose."""
@@ -58,6 +60,20 @@ class DataSourceError(KPIStoreError):
 
 class ExecutionError(KPIStoreError):
     """A run that cannot be started, or an operation on a run in the wrong state."""
+
+
+class RowsRemovedError(ExecutionError):
+    """A run whose stored rows the retention policy removed: its record, value and
+    parameters stay, its rows can no longer be read or exported. ``why`` names the limit
+    that removed them ("runs older than 30 days"), when known."""
+
+    def __init__(self, execution_id: int, removed_at: dt.datetime, why: str = ""):
+        policy = f" ({why})" if why else ""
+        super().__init__(
+            f"The rows of run {execution_id} were removed on {removed_at:%Y-%m-%d} by the "
+            f"retention policy{policy} — its value and parameters are kept."
+        )
+        self.execution_id, self.removed_at, self.why = execution_id, removed_at, why
 
 
 class LostOwnership(Exception):  # noqa: N818 - internal signal, not an error for users

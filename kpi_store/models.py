@@ -264,7 +264,6 @@ def _same(run_value: Any, target_value: Any) -> bool:
     return str(run_value) == str(target_value)
 
 
-
 class KPI(KPISpec):
     """A stored KPI definition at one version."""
 
@@ -818,3 +817,97 @@ class DeliveryReport(BaseModel):
     sent: int = 0
     retrying: int = 0
     failed: int = 0
+
+
+# -- unusual values and contributions (unusual.py, contributions.py) -----------------------
+
+
+class Band(BaseModel):
+    """The usual range of a set of values: median ± 3 × 1.4826 × MAD."""
+
+    model_config = ConfigDict(frozen=True)
+
+    median: float
+    mad: float
+    low: float
+    high: float
+    count: int  # how many values it was computed from
+
+
+class UnusualCheck(BaseModel):
+    """Whether one run's value is unusual, with the band and the runs it was judged
+    against. ``unusual`` is None when the run was not judged (``reason`` says why: not
+    successful, no value, or fewer than 8 comparable runs before it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: int
+    kpi_id: int
+    value: float | None
+    unusual: bool | None
+    median: float | None = None
+    mad: float | None = None
+    low: float | None = None
+    high: float | None = None
+    comparable_run_ids: list[int] = []  # oldest first
+    reason: str
+
+    @property
+    def judged(self) -> bool:
+        return self.unusual is not None
+
+    @property
+    def side(self) -> Literal["above", "below"] | None:
+        """Which side of the band an unusual value lies on."""
+        if not self.unusual or self.value is None or self.high is None:
+            return None
+        return "above" if self.value > self.high else "below"
+
+
+class Contribution(BaseModel):
+    """One breakdown value's part of the change: its sum (or count) in each run, the
+    change B − A, and its share of the total change (None when that is 0)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: str | None  # None: the empty group (NULL or "")
+    a: float
+    b: float
+    change: float
+    share: float | None
+    rows_a: int
+    rows_b: int
+
+    @property
+    def label(self) -> str:
+        return "(empty)" if self.value is None else self.value
+
+
+class Contributions(BaseModel):
+    """The change between two runs of one additive KPI, split by ``column``: the top
+    contributors up (largest rise first) and down (largest fall first)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kpi_id: int
+    run_a: int
+    run_b: int
+    column: str
+    aggregation: Aggregation
+    value_column: str | None  # None for a count
+    value_a: float  # the sum (or count) over run A's stored rows
+    value_b: float
+    total_change: float  # value_b − value_a, recomputed from the rows
+    explained: float  # the sum of every breakdown value's change
+    exact: bool  # sums in decimal arithmetic: explained equals total_change exactly
+    balanced: bool  # explained equals total_change (within rounding when not exact)
+    run_value_a: float | None  # the runs' own values, as the KPI's SQL gave them
+    run_value_b: float | None
+    up: list[Contribution]
+    down: list[Contribution]
+    all_count: int  # breakdown values in either run
+    up_count: int
+    down_count: int
+    unchanged_count: int
+    rest_change: float  # the change of the values not listed in up or down
+    note: str

@@ -20,7 +20,7 @@ import orjson
 import sqlalchemy as sa
 
 from . import db, result_views
-from .errors import ExecutionError, ValidationError
+from .errors import ExecutionError, RowsRemovedError, ValidationError
 from .models import Column, Execution, ResultPage
 from .result_views import View, ViewSpec
 from .schema import kpi_execution_result_rows as rows_table
@@ -159,6 +159,8 @@ def _rows(
 
 
 def _require_success(execution: Execution) -> None:
+    if execution.rows_pruned_at is not None:
+        raise RowsRemovedError(execution.id, execution.rows_pruned_at)
     if execution.status != "success":
         raise ExecutionError(
             f"Run {execution.id} has no stored rows: its status is {execution.status}."

@@ -99,45 +99,74 @@ class RunLedger:
     ) -> int:
         """Check the KPI and its parameters, then record the run: queued, or running for
         ``holder``. ``ignore_undeclared`` drops parameters the KPI does not declare."""
-        timeout_s = checked_timeout(timeout_s)
         with db.write_tx(self.engine) as connection:
-            kpi = definitions.runnable(connection, kpi_id)
-            bound = bind_parameters(kpi, params, ignore_undeclared=ignore_undeclared)
-            running = holder is not None
-            fair_share.check(connection, self.settings, actor, running, batch_id)
-            now = db.utcnow()
-            max_retries = kpi.max_retries
-            period_start, period_end = series.period_of(kpi, bound.json)
-            inserted = connection.execute(
-                executions.insert().values(
-                    kpi_id=kpi.id,
-                    kpi_version=kpi.version,
-                    params=db.dumps(bound.json),
-                    status=RunStatus.RUNNING if running else RunStatus.PENDING,
-                    requested_by=actor,
-                    mode=mode,
-                    batch_id=batch_id,
-                    created_at=now,
-                    started_at=now if running else None,
-                    heartbeat_at=now if running else None,
-                    worker_id=holder,
-                    attempts=0,
-                    truncated=False,
-                    columns="[]",
-                    timeout_s=float(timeout_s or kpi.timeout_s or self.settings.default_timeout_s),
-                    max_retries=self.settings.default_max_retries
-                    if max_retries is None
-                    else max_retries,
-                    rows_read=0,
-                    cancel_requested=False,
-                    requeue_count=0,
-                    series_key=series.series_key(kpi, bound.json),
-                    period_start=period_start,
-                    period_end=period_end,
-                    schedule_id=schedule_id,
-                )
+            return self.insert(
+                connection,
+                kpi_id,
+                params,
+                actor,
+                mode=mode,
+                holder=holder,
+                timeout_s=timeout_s,
+                batch_id=batch_id,
+                ignore_undeclared=ignore_undeclared,
+                schedule_id=schedule_id,
             )
-            return db.inserted_id(inserted)
+
+    def insert(
+        self,
+        connection: sa.engine.Connection,
+        kpi_id: int,
+        params: dict[str, Any] | None,
+        actor: str,
+        *,
+        mode: RunMode,
+        holder: str | None = None,
+        timeout_s: float | None = None,
+        batch_id: str | None = None,
+        ignore_undeclared: bool = False,
+        schedule_id: int | None = None,
+    ) -> int:
+        """``create`` inside the caller's write transaction (a schedule's tick queues its
+        run in the transaction that claims the tick)."""
+        timeout_s = checked_timeout(timeout_s)
+        kpi = definitions.runnable(connection, kpi_id)
+        bound = bind_parameters(kpi, params, ignore_undeclared=ignore_undeclared)
+        running = holder is not None
+        fair_share.check(connection, self.settings, actor, running, batch_id)
+        now = db.utcnow()
+        max_retries = kpi.max_retries
+        period_start, period_end = series.period_of(kpi, bound.json)
+        inserted = connection.execute(
+            executions.insert().values(
+                kpi_id=kpi.id,
+                kpi_version=kpi.version,
+                params=db.dumps(bound.json),
+                status=RunStatus.RUNNING if running else RunStatus.PENDING,
+                requested_by=actor,
+                mode=mode,
+                batch_id=batch_id,
+                created_at=now,
+                started_at=now if running else None,
+                heartbeat_at=now if running else None,
+                worker_id=holder,
+                attempts=0,
+                truncated=False,
+                columns="[]",
+                timeout_s=float(timeout_s or kpi.timeout_s or self.settings.default_timeout_s),
+                max_retries=self.settings.default_max_retries
+                if max_retries is None
+                else max_retries,
+                rows_read=0,
+                cancel_requested=False,
+                requeue_count=0,
+                series_key=series.series_key(kpi, bound.json),
+                period_start=period_start,
+                period_end=period_end,
+                schedule_id=schedule_id,
+            )
+        )
+        return db.inserted_id(inserted)
 
     def load_job(self, execution_id: int, holder: str) -> Job:
         """What the holder needs to run the run: its KPI version, source and parameters."""

@@ -220,6 +220,219 @@ kpi_result_view_rows = sa.Table(
 
 # -- schedules (migration 0007, kpi_store/schedules.py) ---------------------------------------
 
+kpi_schedules = sa.Table(
+    "kpi_schedules",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "kpi_id",
+        sa.Integer,
+        sa.ForeignKey("kpi_definitions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("cron", sa.String(200), nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False),  # an IANA name
+    # JSON: the values given, relative date expressions ("start of last month") as text.
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("run_as", sa.String(200), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("next_run_at", sa.DateTime),  # UTC; null while paused; claimed by its UPDATE
+    sa.Column("last_run_at", sa.DateTime),
+    sa.Column("last_run_id", sa.Integer),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+    sa.Index("ix_kpi_schedules_due", "active", "next_run_at"),
+    sa.Index("ix_kpi_schedules_kpi", "kpi_id", "id"),
+    sqlite_autoincrement=True,
+)
+
+kpi_schedule_ticks = sa.Table(
+    "kpi_schedule_ticks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "schedule_id",
+        sa.Integer,
+        sa.ForeignKey("kpi_schedules.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("due_at", sa.DateTime, nullable=False),
+    sa.Column("decided_at", sa.DateTime, nullable=False),
+    sa.Column("outcome", sa.String(10), nullable=False),  # fired | skipped | failed
+    sa.Column("reason", sa.Text),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("missed", sa.Integer, nullable=False),  # later fire times passed before it
+    sa.Column("decided_by", sa.String(100), nullable=False),  # the process (host:pid:label)
+    sa.Index("ix_kpi_schedule_ticks_schedule", "schedule_id", "id"),
+    sqlite_autoincrement=True,
+)
+
 # -- alert rules (migration 0008, kpi_store/alerts.py) ----------------------------------------
 
+alert_rules = sa.Table(
+    "alert_rules",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "kpi_id",
+        sa.Integer,
+        sa.ForeignKey("kpi_definitions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("name", sa.String(200), nullable=False),
+    # The watched parameter set (JSON, without period dates) and its series key; both null
+    # for the official set, which the rule follows as the KPI's official parameters change.
+    sa.Column("params", sa.Text),
+    sa.Column("series_key", sa.String(64)),
+    sa.Column("condition", sa.String(20), nullable=False),
+    sa.Column("op", sa.String(2)),
+    sa.Column("threshold", sa.Float),
+    sa.Column("include_amber", sa.Boolean, nullable=False),
+    sa.Column("for_runs", sa.Integer, nullable=False),
+    sa.Column("recover_runs", sa.Integer, nullable=False),
+    sa.Column("renotify_after_s", sa.Float),
+    sa.Column("notify_on_no_data", sa.Boolean, nullable=False),
+    sa.Column("notify_on_error", sa.Boolean, nullable=False),
+    sa.Column("muted_until", sa.DateTime),
+    sa.Column("webhooks", sa.Text, nullable=False),  # JSON list of channel names
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("sql_hash", sa.String(64), nullable=False),  # the KPI's SQL the state is about
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("state_since", sa.DateTime, nullable=False),
+    sa.Column("met_streak", sa.Integer, nullable=False),
+    sa.Column("good_streak", sa.Integer, nullable=False),
+    sa.Column("firing_since", sa.DateTime),
+    sa.Column("firing_notified", sa.Boolean, nullable=False),
+    sa.Column("last_evaluated_run_id", sa.Integer),
+    sa.Column("last_notified_at", sa.DateTime),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+    sa.Index("ix_alert_rules_kpi", "kpi_id", "id"),
+    sqlite_autoincrement=True,
+)
+
+alert_evaluations = sa.Table(
+    "alert_evaluations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "rule_id", sa.Integer, sa.ForeignKey("alert_rules.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("run_id", sa.Integer),  # null: a reminder while firing, not a run
+    sa.Column("evaluated_at", sa.DateTime, nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("condition_met", sa.Boolean),
+    sa.Column("value", sa.Float),
+    sa.Column("target", sa.Float),
+    sa.Column("change_pct", sa.Float),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("state_before", sa.String(20), nullable=False),
+    sa.Column("state_after", sa.String(20), nullable=False),
+    sa.Column("notification", sa.String(20)),  # the kind due, told or held back
+    sa.Column("notified", sa.Boolean, nullable=False),
+    sa.Column("recipients", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),  # why notified, or why not
+    sa.Index("uq_alert_evaluations_run", "rule_id", "run_id", unique=True),
+    sa.Index("ix_alert_evaluations_rule", "rule_id", "id"),
+    sqlite_autoincrement=True,
+)
+
+alert_subscriptions = sa.Table(
+    "alert_subscriptions",
+    metadata,
+    sa.Column(
+        "rule_id",
+        sa.Integer,
+        sa.ForeignKey("alert_rules.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("person", sa.String(200), primary_key=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("ix_alert_subscriptions_person", "person"),
+)
+
 # -- notifications (migration 0009, kpi_store/notifications.py) -------------------------------
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    # No foreign keys: a notification outlives its rule, run or KPI (the event keeps names).
+    sa.Column("kpi_id", sa.Integer),
+    sa.Column("rule_id", sa.Integer),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("event", sa.Text, nullable=False),  # the NotificationEvent as JSON
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("ix_notifications_kpi", "kpi_id", "id"),
+    sqlite_autoincrement=True,
+)
+
+notification_deliveries = sa.Table(
+    "notification_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "notification_id",
+        sa.Integer,
+        sa.ForeignKey("notifications.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("channel", sa.String(10), nullable=False),  # inbox | email | webhook
+    sa.Column("target", sa.String(200), nullable=False),  # a person, or a webhook's name
+    sa.Column("status", sa.String(10), nullable=False),  # pending | sent | failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    # When it is due; while a worker sends it, the end of that worker's lease.
+    sa.Column("next_attempt_at", sa.DateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("sent_at", sa.DateTime),
+    sa.Column("failed_at", sa.DateTime),
+    sa.Column("read_at", sa.DateTime),  # inbox entries only
+    sa.Index("ix_notification_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_notification_deliveries_target", "channel", "target", "id"),
+    sa.Index("ix_notification_deliveries_notification", "notification_id"),
+    sqlite_autoincrement=True,
+)
+
+notification_attempts = sa.Table(
+    "notification_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "delivery_id",
+        sa.Integer,
+        sa.ForeignKey("notification_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("attempted_at", sa.DateTime, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Index("ix_notification_attempts_delivery", "delivery_id", "id"),
+    sqlite_autoincrement=True,
+)
+
+webhook_channels = sa.Table(
+    "webhook_channels",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),  # encrypted with the store key (fernet:…)
+    sa.Column("display_url", sa.Text, nullable=False),  # scheme and host; the path masked
+    sa.Column("secret", sa.Text, nullable=False),  # encrypted; signs every call
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("last_failure_at", sa.DateTime),
+    sa.Column("last_success_at", sa.DateTime),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False),
+    sa.Column("last_delivery_failed", sa.Boolean, nullable=False),
+    sa.Index("uq_webhook_channels_name", "name", unique=True),
+    sqlite_autoincrement=True,
+)

@@ -41,6 +41,8 @@ class ResultsDesk:
 
         def _execution(self, execution_id: int) -> Execution: ...
 
+        def _check_rows(self, execution: Execution) -> None: ...
+
     @allowed(Role.VIEWER, run="execution_id")
     def result_page(
         self,
@@ -56,6 +58,7 @@ class ResultsDesk:
         over every stored row: ``sort=[("amount", "desc")]``, ``filters=[{"column":
         "region", "op": "equals", "value": "North"}]``; ``total`` is the filtered count."""
         execution = self._execution(execution_id)
+        self._check_rows(execution)
         results.check_exportable(execution)
         spec = result_views.checked_view(execution.columns, sort, filters)
         view = None if spec is None else self._view_builder.kept(execution, spec)
@@ -98,6 +101,7 @@ class ResultsDesk:
         filters: Sequence[ColumnFilter | dict[str, Any]] | None,
     ) -> View | None:
         """The sorted and filtered view asked for (computed once per run), or None."""
+        self._check_rows(execution)
         results.check_exportable(execution)
         spec = result_views.checked_view(execution.columns, sort, filters)
         return None if spec is None else self._view_builder.build_soon(execution, spec).result()
@@ -121,6 +125,7 @@ class ResultsDesk:
         actor = checked_actor(actor)
         kind = exports.checked_format(format)
         execution = self._execution(execution_id)
+        self._check_rows(execution)
         results.check_exportable(execution)
         spec = result_views.checked_view(execution.columns, sort, filters)
         if kind == "xlsx":

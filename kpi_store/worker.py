@@ -128,6 +128,10 @@ class Worker:
         return [
             Chore(self.recover, self.recovery_interval_s),
             Chore(store.checkpoints.write_if_due, self.recovery_interval_s),
+            Chore(store.alert_watch.catch_up, self.recovery_interval_s),
+            Chore(store.prune_chore, store.settings.prune_interval_s),
+            Chore(store.run_due_schedules, store.settings.schedule_poll_s),
+            Chore(store.deliver_due, self.poll_interval_s),
         ]
 
     def _maintain(self) -> None:

@@ -35,9 +35,10 @@ NAVIGATION = {
         (Page.AUDIT, "Audit", ":material/policy:"),
         (Page.DATA_SOURCES, "Data sources", ":material/database:"),
         (Page.PEOPLE, "People", ":material/group:"),
+        (Page.STORAGE, "Storage", ":material/storage:"),
     ],
 }
-ADMIN_PAGES = frozenset({Page.PEOPLE})
+ADMIN_PAGES = frozenset({Page.PEOPLE, Page.STORAGE})
 
 
 # -- store and worker -----------------------------------------------------------------
@@ -130,7 +131,7 @@ def ensure_app_navigation() -> None:
 
 def navigation(role: Role = Role.ADMIN) -> Any:
     """``st.navigation`` over the pages ``role`` may open, group by group as the sidebar
-    shows them (the People page is for admins).
+    shows them (the People and Storage pages are for admins).
 
     One flat list, its groups set apart by a gap (``look.nav_gaps_css``), not Streamlit's
     sections: those put each section's header and links in a ``<div>`` straight inside

@@ -21,6 +21,7 @@ class Page(StrEnum):
     AUDIT = "audit"
     DATA_SOURCES = "data_sources"
     PEOPLE = "people"
+    STORAGE = "storage"
 
     @property
     def path(self) -> str:

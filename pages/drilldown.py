@@ -126,6 +126,12 @@ if not run.row_count:
     rows_area.info("The query returned no rows.", icon=":material/inbox:")
     st.stop()
 
+if run.rows_pruned_at is not None:  # retention removed the rows: say when and why
+    with ui.friendly_errors():
+        note = store.rows_removed_note(run.id, actor=me.actor)
+        rows_area.info(ui.md(note), icon=":material/auto_delete:")
+    st.stop()
+
 # -- rows -------------------------------------------------------------------------------
 
 grid_key, view_key = f"dd_grid_{run.id}", f"dd_view_{run.id}"
