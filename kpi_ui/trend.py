@@ -10,6 +10,7 @@ import streamlit as st
 
 from kpi_store import KPI, CompareTo, Comparison, KPIStore, Role, Series
 from kpi_store.formats import format_value
+from kpi_store.models import UnusualCheck
 
 from .actions import act
 from .identity import Viewer
@@ -33,7 +34,12 @@ def trend_tab(store: KPIStore, kpi: KPI, me: Viewer) -> None:
         st.info("No successful runs of this KPI yet.", icon=":material/show_chart:")
     else:
         chosen = _pick_series(kpi, lines)
-        series_chart(kpi, chosen)
+        checks = _unusual_checks(store, chosen, me)
+        latest = chosen[0].latest
+        judged = checks.get(latest.run_id) if latest else None
+        band = _band(judged)
+        series_chart(kpi, chosen, {i: bool(c.unusual) for i, c in checks.items()}, band)
+        _unusual_caption(kpi, judged)
         _points_table(store, kpi, chosen[0], me)
     if kpi.period is not None:
         _backfill_form(store, kpi, me)
@@ -55,6 +61,44 @@ def _pick_series(kpi: KPI, lines: list[Series]) -> list[Series]:
             "in its definition to give it an official number."
         )
     return [line for line in lines if line.key in picked] or lines[:1]
+
+
+def _unusual_checks(store: KPIStore, chosen: list[Series], me: Viewer) -> dict[int, UnusualCheck]:
+    ids = [p.run_id for line in chosen for p in line.points]
+    with friendly_errors():
+        return store.unusual_flags(ids, actor=me.actor)
+    return {}
+
+
+def _band(check: UnusualCheck | None) -> tuple[float, float] | None:
+    if check is None or check.low is None or check.high is None:
+        return None
+    return check.low, check.high
+
+
+def _unusual_caption(kpi: KPI, check: UnusualCheck | None) -> None:
+    """Whether the newest point of the first series is unusual, and against what."""
+    if check is None:
+        return
+    if check.unusual is None:
+        st.caption(
+            f":material/query_stats: Latest value not judged for unusualness: {md(check.reason)}"
+        )
+        return
+    low, high = format_value(check.low, kpi.unit), format_value(check.high, kpi.unit)
+    runs = ", ".join(f"#{i}" for i in check.comparable_run_ids)
+    if check.unusual:
+        st.warning(
+            f"The latest value is unusual: {check.side} the usual range {md(low)} – {md(high)} "
+            f"(median ± 3 scaled MADs of {len(check.comparable_run_ids)} comparable runs: "
+            f"{runs}).",
+            icon=":material/priority_high:",
+        )
+    else:
+        st.caption(
+            f":material/query_stats: The latest value is within the usual range {md(low)} – "
+            f"{md(high)} of {len(check.comparable_run_ids)} comparable runs ({runs})."
+        )
 
 
 def _compare_choice(kpi: KPI) -> tuple[CompareTo, bool]:

@@ -273,6 +273,7 @@ def compare_tab() -> None:
         )
 
     row_diff(first, second)
+    ui.what_changed_panel(store, kpi, first, second, me)
 
 
 # -- the rows of two runs, matched by a key ----------------------------------------------

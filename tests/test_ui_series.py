@@ -4,7 +4,9 @@ form's official parameters and period."""
 
 from __future__ import annotations
 
-from ui_helpers import metrics, no_exception, open_app, texts
+import sqlite3
+
+from ui_helpers import clean_kpi_spec, metrics, no_exception, open_app, texts
 
 from kpi_store import RAG, RunStatus
 
@@ -84,3 +86,38 @@ def test_the_form_pins_official_parameters_and_declares_a_period(demo_store):
     run = demo_store.execute(revenue.id, {"region": "North"}, "t")
     assert demo_store.headlines([saved])[revenue.id].latest.run_id == run.id
     assert saved.rag_status(None) == RAG.NO_DATA
+
+
+def test_an_unusual_latest_value_is_ringed_with_its_band(app_store, sales_db):
+    app_store.add_data_source("src", f"sqlite:///{sales_db}", "setup")
+    kpi = app_store.create_kpi(clean_kpi_spec(breakdown_column="region"), "setup")
+    for _ in range(8):  # eight runs of 280.0: the usual range is 280 – 280
+        app_store.execute(kpi.id, None, "setup")
+    with sqlite3.connect(sales_db) as connection:
+        connection.execute("UPDATE sales SET amount = amount * 10 WHERE region = 'North'")
+    odd = app_store.execute(kpi.id, None, "setup")
+    assert app_store.unusual(odd.id).unusual
+    at = open_app("history", query={"kpi": kpi.id})
+    no_exception(at)
+    [warning] = [w for w in texts(at.warning) if "unusual" in w]
+    assert "above the usual range" in warning and "8 comparable runs" in warning
+    spec = at.get("vega_lite_chart")[0].proto.spec.replace(" ", "")
+    assert '"color":"#dc2626"' in spec  # the ring around the unusual point
+    assert '"type":"rect"' in spec  # the usual band behind the line
+
+
+def test_what_changed_splits_the_change_by_the_breakdown_column(app_store, sales_db):
+    app_store.add_data_source("src", f"sqlite:///{sales_db}", "setup")
+    kpi = app_store.create_kpi(clean_kpi_spec(breakdown_column="region"), "setup")
+    before = app_store.execute(kpi.id, None, "setup")
+    with sqlite3.connect(sales_db) as connection:
+        connection.execute("UPDATE sales SET amount = amount + 1.25 WHERE region = 'North'")
+    after = app_store.execute(kpi.id, None, "setup")
+    at = open_app("history", query={"kpi": kpi.id})
+    no_exception(at)
+    assert at.selectbox(key=f"hi_wc_column_{kpi.id}").value == "region"
+    found = app_store.what_changed(before.id, after.id)
+    assert found.total_change == 5.0 and [p.label for p in found.up] == ["North"]
+    [up] = [d.value for d in at.dataframe if "share" in d.value][:1]
+    assert list(up["value"]) == ["North"] and list(up["share"]) == ["100.0%"]
+    assert any("adds up exactly" in c for c in texts(at.caption))
