@@ -5,8 +5,10 @@ Split by concern: ``app`` (store and worker per process, navigation), ``identity
 ``links`` (every link between pages), ``messages`` (flashes, friendly errors, ``md``),
 ``actions`` (act for a person, confirm, deferred downloads), ``widgets`` (badges, KPI
 card, parameter form, facts, result grid), ``charts``, ``look`` (logo, CSS, status
-styles) and ``downloads`` (the streaming CSV route and its link). Formatting is shared
-with the CLI in ``kpi_store.formats``.
+styles) and ``downloads`` (the streaming CSV route and its link); the tabs of the
+Schedules & alerts page (``schedules_view``, ``alerts_view`` with ``rule_form``,
+``channels_view``; ``param_sets``: a parameter set typed for later; ``alert_look``: alert
+badges). Formatting is shared with the CLI in ``kpi_store.formats``.
 """
 
 from kpi_store import (
@@ -34,6 +36,7 @@ from kpi_store import (
     RunStatus,
     VersionConflictError,
 )
+from kpi_store.alert_records import KPIAlerts
 from kpi_store.definitions import EditOnTop, edit_on_top
 from kpi_store.formats import (
     MISSING,
@@ -51,6 +54,8 @@ from kpi_store.source_schema import TableInfo, quote_name
 from kpi_store.validation import field_label
 
 from .actions import act, ask_to_confirm, asking, confirmed, deferred
+from .alert_look import ALERT_STYLE, NOTICE_STYLE, alert_badge, notice_badge, state_word
+from .alerts_view import rules_tab
 from .app import (
     _store_for,
     _worker_for,
@@ -64,6 +69,7 @@ from .app import (
     store_url,
     worker_running,
 )
+from .channels_view import channels_tab
 from .charts import events_chart, runs_frame, time_format
 from .downloads import download_routes, export_url, file_stem, full_export_link
 from .grid import GridView, column_types, grid_view, result_grid
@@ -110,7 +116,9 @@ from .messages import (
     show_flash,
     show_remembered_error,
 )
+from .schedules_view import schedules_tab
 from .story_form import official_and_period_section
+from .story_view import what_changed_panel
 from .trend import trend_tab
 from .widgets import (
     AGGREGATION_LABELS,
@@ -144,7 +152,7 @@ __all__ = [
     "format_value", "friendly_errors", "full_export_link", "get_store", "GridView",
     "column_types", "grid_view",
     "identity_sidebar", "kpi_card", "kpi_label", "kpi_link", "link", "md", "md_delta",
-    "navigation", "official_and_period_section", "plain", "trend_tab",
+    "navigation", "official_and_period_section", "plain", "trend_tab", "what_changed_panel",
     "open_on_rerun", "page_style", "page_url", "parameter_form", "process_store",
     "query_int", "rag_badge", "rag_label", "remember_error", "remembered_errors",
     "require_actor", "result_grid", "run_duration_ms", "run_link", "run_url",
@@ -154,4 +162,6 @@ __all__ = [
     "AGGREGATION_LABELS", "DIRECTION_LABELS", "PARAM_TYPE_LABELS", "EditOnTop", "TableInfo",
     "edit_on_top", "field_label", "field_text", "number_text", "parameter_text",
     "quote_name",
+    "ALERT_STYLE", "KPIAlerts", "NOTICE_STYLE", "alert_badge", "channels_tab", "notice_badge",
+    "rules_tab", "schedules_tab", "state_word",
 ]  # fmt: skip

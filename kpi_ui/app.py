@@ -31,6 +31,10 @@ NAVIGATION = {
         (Page.DRILLDOWN, "Drill-down", ":material/table_view:"),
         (Page.HISTORY, "History", ":material/timeline:"),
     ],
+    "Alerts": [
+        (Page.ALERTS, "Schedules & alerts", ":material/notifications_active:"),
+        (Page.INBOX, "Inbox", ":material/inbox:"),
+    ],
     "Govern": [
         (Page.AUDIT, "Audit", ":material/policy:"),
         (Page.DATA_SOURCES, "Data sources", ":material/database:"),

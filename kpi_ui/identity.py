@@ -17,6 +17,8 @@ import streamlit as st
 from kpi_store import Execution, KPIStore, KPIStoreError, Role
 from kpi_store.access import may_touch_run
 
+from .app import process_store
+from .links import Page
 from .messages import md
 
 ACTOR_KEY = "actor"
@@ -153,14 +155,33 @@ def gate_page() -> None:
 
 
 def identity_sidebar(who: Viewer) -> None:
-    """The signed-in person with Sign out, or the demo mode's name box and notice."""
+    """The signed-in person with Sign out, or the demo mode's name box and notice; then
+    the link to their inbox with its unread count."""
     with st.sidebar:
         if who.signed_in:
             st.caption(f":material/account_circle: Signed in as {md(who.label)} · {who.role}")
             if st.button("Sign out", icon=":material/logout:", key="sign_out"):
                 st.logout()
-            return
-        _name_box()
+        else:
+            _name_box()
+        _inbox_link(who.actor)
+
+
+def _inbox_link(actor: str) -> None:
+    """The link "Inbox · N unread" (bold when N > 0), for someone who said who they are."""
+    if not actor:
+        return
+    try:
+        unread = process_store().unread_count(actor=actor)
+    except KPIStoreError:  # the count is a convenience: the page says what went wrong
+        return
+    label = f"Inbox · {unread} unread"
+    st.page_link(
+        Page.INBOX.path,
+        label=f"**{label}**" if unread else label,
+        icon=":material/mark_email_unread:" if unread else ":material/inbox:",
+        help="Notifications from the alert rules you subscribe to.",
+    )
 
 
 def _name_box() -> None:

@@ -22,6 +22,8 @@ class Page(StrEnum):
     DATA_SOURCES = "data_sources"
     PEOPLE = "people"
     STORAGE = "storage"
+    ALERTS = "alerts"
+    INBOX = "inbox"
 
     @property
     def path(self) -> str:

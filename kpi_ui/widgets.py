@@ -22,6 +22,7 @@ from kpi_store import (
     RunStatus,
     SeriesPoint,
 )
+from kpi_store.alert_records import KPIAlerts
 from kpi_store.formats import (
     MISSING,
     as_text,
@@ -32,6 +33,7 @@ from kpi_store.formats import (
 )
 from kpi_store.values import coerce_value
 
+from .alert_look import card_alert_badge
 from .charts import sparkline
 from .links import Page, kpi_link, run_link
 from .look import RAG_STYLE, STATUS_STYLE, status_label
@@ -63,9 +65,10 @@ def kpi_label(kpi: KPI) -> str:
 # -- KPI card ---------------------------------------------------------------------------------
 
 
-def kpi_card(kpi: KPI, headline: Headline | None) -> None:
+def kpi_card(kpi: KPI, headline: Headline | None, alerts: KPIAlerts | None = None) -> None:
     """The official number of one KPI: value, change, target and status, the official
-    sparkline, and the newest run of any kind (an exploration is said to be one)."""
+    sparkline, and the newest run of any kind (an exploration is said to be one); with
+    ``alerts``, the worst state of its alert rules as a badge."""
     latest = headline.latest if headline else None
     value = latest.value if latest else None
     with st.container(border=True, key=f"kpi_card_{kpi.id}"):
@@ -73,6 +76,8 @@ def kpi_card(kpi: KPI, headline: Headline | None) -> None:
         head.markdown(f"**{md(kpi.name)}**")
         with badge:
             rag_badge(headline.rag if latest and headline else None, kpi.target is not None)
+            if alerts is not None and alerts.rules:
+                card_alert_badge(alerts)
         change = headline.change if headline else None
         delta = format_change(change, kpi.unit) if change is not None else None
         st.metric(

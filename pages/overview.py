@@ -134,8 +134,10 @@ if not shown:
     st.stop()
 
 headlines: dict[int, ui.Headline] = {}
+alerts: dict[int, ui.KPIAlerts] = {}
 with ui.friendly_errors():
     headlines = store.headlines(shown, actor=me.actor)
+    alerts = store.alert_states([k.id for k in shown], actor=me.actor)
 
 counts = store.rag_counts(shown, headlines)
 s = st.columns(5)
@@ -152,4 +154,4 @@ for start in range(0, len(shown), per_row):
     row = st.columns(per_row)
     for column, kpi in zip(row, shown[start : start + per_row], strict=False):
         with column:
-            ui.kpi_card(kpi, headlines.get(kpi.id))
+            ui.kpi_card(kpi, headlines.get(kpi.id), alerts.get(kpi.id))
