@@ -284,6 +284,24 @@ def _stale_for_sql(connection: sa.engine.Connection, kpi_id: int, lock: bool = F
     return list(connection.execute(query.with_for_update() if lock else query).scalars())
 
 
+def reset_for_official_params(
+    engine: sa.engine.Engine, kpi_id: int, before: str | None, actor: str, now: dt.datetime
+) -> int:
+    """Reset the rules that watch a KPI's official series when its official parameter set
+    changed from the one keyed ``before``: their state was about another series."""
+    with db.write_tx(engine) as connection:
+        kpi = definitions.get(connection, kpi_id)
+        after = series.official_key(kpi)
+        if after == before:
+            return 0
+        query = sa.select(rules.c.id).where(rules.c.kpi_id == kpi_id, rules.c.params.is_(None))
+        stale: list[int] = list(connection.execute(query.with_for_update()).scalars())
+        why = f"the KPI's official parameter set changed (version {kpi.version})"
+        for rule_id in stale:
+            reset(connection, get(connection, rule_id), kpi, actor, why, now)
+        return len(stale)
+
+
 def sql_change_reason(connection: sa.engine.Connection, kpi: KPI) -> str:
     """Why a rule is reset for its KPI's SQL: an edit, or a restored version."""
     saved = definitions.version_entry(connection, kpi.id, kpi.version)

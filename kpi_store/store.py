@@ -20,11 +20,13 @@ from . import (
     keys,
     notifications,
     result_views,
+    series,
     versions,
 )
 from . import datasources as sources
 from .access import Guard, allowed, unguarded, visible_kpis
 from .config import Settings
+from .errors import NotFoundError
 from .export_links import ExportTokens
 from .heartbeat import ActiveRuns
 from .models import (
@@ -183,6 +185,7 @@ class KPIStore(
         note: str = "",
     ) -> KPI:
         """Save a new version; raises VersionConflictError if ``expected_version`` is stale."""
+        official_before = self._official_key(kpi_id)
         saved = definitions.update(
             self.engine,
             kpi_id,
@@ -192,8 +195,16 @@ class KPIStore(
             note,
             source_engines=self.source_engines,
         )
-        self._reset_alerts_for_sql(kpi_id, _actor(actor))
+        self._reset_alerts_for_sql(kpi_id, _actor(actor), official_before)
         return saved
+
+    def _official_key(self, kpi_id: int) -> str | None:
+        """The KPI's official series key now (None when it has none, or no such KPI)."""
+        with db.read_tx(self.engine) as connection:
+            try:
+                return series.official_key(definitions.get(connection, kpi_id))
+            except NotFoundError:
+                return None
 
     @allowed(Role.EDITOR, kpi="kpi_id")
     def archive_kpi(self, kpi_id: int, actor: str) -> KPI:
@@ -244,8 +255,9 @@ class KPIStore(
     @allowed(Role.EDITOR, kpi="kpi_id")
     def restore_version(self, kpi_id: int, version: int, actor: str) -> KPI:
         """Save a new version equal to ``version``."""
+        official_before = self._official_key(kpi_id)
         restored = definitions.restore(self.engine, kpi_id, version, _actor(actor))
-        self._reset_alerts_for_sql(kpi_id, _actor(actor))
+        self._reset_alerts_for_sql(kpi_id, _actor(actor), official_before)
         return restored
 
     # -- previews -------------------------------------------------------------------------

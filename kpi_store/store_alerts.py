@@ -58,10 +58,15 @@ class AlertDesk:
         self.alert_watch = AlertWatch(self.engine, self.settings)
         self.on_run_finished(self.alert_watch.run_finished)
 
-    def _reset_alerts_for_sql(self, kpi_id: int, actor: str) -> None:
+    def _reset_alerts_for_sql(
+        self, kpi_id: int, actor: str, official_before: str | None = None
+    ) -> None:
         """After a KPI is saved or restored: reset its rules if its SQL is not what their
-        state is about (RULE_RESET saying why)."""
-        alerts.reset_for_sql(self.engine, kpi_id, actor, self.alert_watch.clock())
+        state is about, and its official rules if its official parameter set moved from
+        ``official_before`` (RULE_RESET saying why)."""
+        now = self.alert_watch.clock()
+        alerts.reset_for_sql(self.engine, kpi_id, actor, now)
+        alerts.reset_for_official_params(self.engine, kpi_id, official_before, actor, now)
 
     def _rule_in_scope(self, rule_id: int, role: Role, operation: str, actor: Any) -> AlertRule:
         """The rule, once the actor may touch its KPI's data source (the method's own rule

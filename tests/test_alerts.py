@@ -387,6 +387,24 @@ def test_editing_the_sql_or_the_rule_resets_it_with_the_reason_audited(
     assert len(store.audit_log(action="RULE_RESET")) == 3  # a new name changes no state
 
 
+def test_pinning_another_official_parameter_set_resets_the_official_rules(
+    store: KPIStore, kpi: int, source: Source
+) -> None:
+    official = below(store, kpi)
+    south = below(store, kpi, params={"region": "south"})
+    source.set(20, "south")
+    run(store, kpi, region="south")
+    runs(store, kpi, source, [20])
+    assert (store.rule(official.id).state, store.rule(south.id).state) == ("firing", "firing")
+    store.update_kpi(kpi, {"official_params": {"region": "south"}}, "editor", expected_version=1)
+    assert store.rule(official.id).state == "ok"  # its state was about the north series
+    assert store.rule(south.id).state == "firing"  # a named set is not moved
+    [reset] = store.audit_log(action="RULE_RESET")
+    assert reset.details["reason"] == "the KPI's official parameter set changed (version 2)"
+    store.update_kpi(kpi, {"description": "same official set"}, "editor", expected_version=2)
+    assert len(store.audit_log(action="RULE_RESET")) == 1
+
+
 def test_a_run_of_the_old_sql_finishing_after_an_edit_does_not_move_the_rule(
     store: KPIStore, kpi: int, source: Source
 ) -> None:
