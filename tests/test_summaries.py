@@ -24,7 +24,7 @@ def test_rag_status_follows_direction_and_tolerance(store, kpi_spec):
         "red",
     ]
     assert [lower.rag_status(v) for v in (5, 10, 12, 12.1)] == ["green", "green", "amber", "red"]
-    assert higher.rag_status(None) is None
+    assert higher.rag_status(None) == "no_data"  # no rows or NULL: no data, never red
     untargeted = store.create_kpi(kpi_spec(name="No target", target=None), "ann")
     assert untargeted.rag_status(50) is None
 
