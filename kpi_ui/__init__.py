@@ -6,9 +6,9 @@ Split by concern: ``app`` (store and worker per process, navigation), ``identity
 ``actions`` (act for a person, confirm, deferred downloads), ``widgets`` (badges, KPI
 card, parameter form, facts, result grid), ``charts``, ``look`` (logo, CSS, status
 styles) and ``downloads`` (the streaming CSV route and its link); the tabs of the
-Schedules & alerts page (``schedules_view``, ``alerts_view`` with ``rule_form``,
-``channels_view``; ``param_sets``: a parameter set typed for later; ``alert_look``: alert
-badges). Formatting is shared with the CLI in ``kpi_store.formats``.
+Schedules & alerts page (``schedules_view`` and ``schedule_form``, ``alerts_view`` and
+``rule_form``, ``channels_view``; ``param_sets``: a parameter set typed for later;
+``alert_look``: alert badges). Formatting is shared with the CLI in ``kpi_store.formats``.
 """
 
 from kpi_store import (
