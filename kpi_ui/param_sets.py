@@ -22,8 +22,11 @@ RELATIVE_HINT = "or relative: today, yesterday, 7 days ago, start of last month�
 _DEFAULT = "__default__"
 
 
-def _default_text(param: ParameterSpec) -> str:
-    return "no default" if param.default in (None, "") else f"default {param.default}"
+def _default_text(param: ParameterSpec, markdown: bool = False) -> str:
+    """ "default X" (X made inert when it goes into Markdown, such as a tooltip)."""
+    if param.default in (None, ""):
+        return "no default"
+    return f"default {md(str(param.default)) if markdown else param.default}"
 
 
 def parameter_set_inputs(
@@ -60,7 +63,7 @@ def parameter_set_inputs(
 def _input(param: ParameterSpec, key: str, given: Any, disabled: bool) -> tuple[Any, str | None]:
     """The input of one parameter: (its value or None for the default, a problem)."""
     label = md(param.label or param.name.replace("_", " ").capitalize())
-    help_text = f"`:{param.name}` · {param.type} · {_default_text(param)}"
+    help_text = f"`:{param.name}` · {param.type} · {_default_text(param, markdown=True)}"
     if param.choices or param.type == ParamType.BOOL:
         options = [_DEFAULT, *(param.choices or [True, False])]
         index = options.index(given) if given in options else 0

@@ -14,7 +14,7 @@ import streamlit as st
 
 from kpi_store import KPI, Aggregation, Grain, ParamType
 
-from .messages import field_error
+from .messages import field_error, md
 
 DEFAULT = "(default)"
 NO_PERIOD = "(no period)"
@@ -66,7 +66,7 @@ def _official_params(prefix: str, kpi: KPI | None, named: list[dict[str, Any]]) 
     columns = st.columns(min(3, len(named)))
     for index, param in enumerate(named):
         name = param["name"]
-        label = param.get("label") or name
+        label = md(param.get("label") or name)  # a widget label is Markdown: keep it inert
         current = _text(pinned.get(name))
         with columns[index % len(columns)]:
             if param.get("choices"):

@@ -63,7 +63,7 @@ def _show(kpi: KPI, found: Contributions) -> None:
     if not found.balanced:
         check = "does not add up (rounding in the rows)"
     st.caption(
-        f"The parts {check} to the total change; the values not listed change by {rest}. "
+        f"The parts {check} to the total change; the values not listed change by {md(rest)}. "
         f"{md(found.note)}"
     )
 

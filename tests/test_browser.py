@@ -346,7 +346,7 @@ def table_cell(page: Any, text: str) -> Any:
 def test_a_deep_link_is_the_first_visit_of_a_fresh_server(server, tab):
     """Before anyone opened "/", a shared link still opens inside the full app."""
     tab.goto(f"{server}/history?kpi=1")
-    see(tab, "This KPI has not been run yet.")
+    see(tab, "No successful runs of this KPI yet.")  # the Trend tab, first
     expect(main(tab).get_by_role("heading", name="History")).to_have_count(1)
     expect(main(tab).get_by_label("KPI", exact=True).first).to_have_value("Revenue")
     sidebar = tab.locator('[data-testid="stSidebar"]')
@@ -501,6 +501,8 @@ def test_history_shows_the_run_and_the_creation(server, tab, journey, shots):
         visit(tab, f"{server}/drilldown?execution={run_id}")
     main(tab).get_by_role("link", name="All runs of this KPI").click()
     expect(tab).to_have_url(re.compile(rf"kpi={kpi_id}\b"))
+    see(tab, "Parameter sets")  # the Trend tab comes first
+    main(tab).get_by_role("tab", name=re.compile(r"Runs \(")).click()
     see(tab, f"Open run #{run_id} in the drill-down")
     expect(table_cell(tab, str(run_id))).to_be_attached()
     screenshot(tab, shots, "history")

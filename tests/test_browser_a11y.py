@@ -2,8 +2,9 @@
 """Accessibility in the real browser: axe-core on every page, the keyboard, a phone.
 
 The real server in headless Chromium (as test_browser.py starts it), over a store with the
-demo installed and a few runs: Revenue and Orders twice each (so their cards draw
-sparklines) and "Order Line Detail" for one month and region (so the drill-down has rows).
+demo installed and a few runs: Revenue and Orders for 2024 and 2025 (so their cards draw
+official sparklines) and for one region (an exploration), and "Order Line Detail" for one
+month and region (so the drill-down has rows); a schedule and an alert rule on Revenue.
 Each page is opened afresh, signed in with a typed name (the demo mode), and once it has
 rendered (no script run going, its charts drawn, the grid's rows in) axe-core checks it:
 the test fails on any violation of impact "critical" or "serious", printing each rule,
@@ -71,13 +72,21 @@ def axe_script() -> str:
 
 @pytest.fixture(scope="module")
 def runs(playwright_api: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A demo store with runs: two of Revenue and of Orders, one of Order Line Detail."""
+    """A demo store with runs: 2024, 2025 and North of Revenue and of Orders, one of Order
+    Line Detail; a schedule and an alert rule (with its evaluation) on Revenue."""
     folder = tmp_path_factory.mktemp("a11y")
     store = KPIStore(f"sqlite:///{folder / 'store.db'}")
     store.install_demo(actor="demo")
     kpis = {k.name: k for k in store.list_kpis()}
+    revenue = kpis["Revenue"].id
+    store.create_schedule(revenue, "0 7 * * 1-5", "demo", timezone="Europe/Berlin")
+    rule = store.create_rule(
+        revenue, "demo", name="Revenue above 0", condition="threshold", op=">", value=0
+    )
+    store.subscribe(rule.id, f"{USER} (unverified)")  # the inbox has the firing
     for name in ("Revenue", "Orders"):
         store.execute(kpis[name].id, {"region": "North"}, actor="demo")
+        store.execute(kpis[name].id, {"start_date": "2024-01-01", "end_date": "2024-12-31"}, "demo")
         store.execute(kpis[name].id, {}, actor="demo")
     detail = store.execute(kpis["Order Line Detail"].id, DETAIL, actor="demo")
     store.close()
@@ -159,6 +168,8 @@ PAGES = {
     "audit": "/audit",
     "data_sources": "/data_sources",
     "people": "/people",
+    "alerts": "/alerts",
+    "inbox": "/inbox",
 }
 
 

@@ -347,7 +347,11 @@ def test_drilldown_of_the_failed_run(server, tab, made):  # noqa: F811
 
 def test_history_runs_versions_and_compare(server, tab, made):  # noqa: F811
     p = made.payloads
-    open_page(tab, f"{server}/history?kpi={made.kpi_id}", made, "Open a run")
+    open_page(tab, f"{server}/history?kpi={made.kpi_id}", made, "Parameter sets")
+    shown_as_text(tab, made, p.text("Owner"), p.colour)  # the Trend: series and comparisons
+    main(tab).get_by_role("tab", name=re.compile(r"Runs \(")).click()
+    see(tab, "Open a run")
+    idle(tab)
     shown_as_text(tab, made, p.text("Owner"), p.colour)
     main(tab).get_by_role("tab", name=re.compile("Versions")).click()
     see(tab, "Compare two versions")
