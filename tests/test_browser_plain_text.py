@@ -202,6 +202,12 @@ def made(store: KPIStore, recorder: Recorder) -> Made:  # noqa: F811
     kpi = store.update_kpi(
         kpi.id, {**spec, "target": 2.0}, actor, expected_version=1, note=p.text("Note")
     )
+    # A rule named with the payloads, subscribed by the actor: the official run fires it.
+    rule = store.create_rule(
+        kpi.id, actor, name=p.text("Rule"), condition="threshold", op=">", value=0
+    )
+    store.subscribe(rule.id, f"{actor} (unverified)")  # as the demo mode records the name
+    store.create_schedule(kpi.id, "0 7 * * 1-5", actor, params={"choice": p.colour})
     runs = [store.execute(kpi.id, {"choice": choice}, actor=actor) for choice in p.all[:2]]
     assert [r.status for r in runs] == ["success", "success"], [r.error for r in runs]
 
@@ -361,6 +367,22 @@ def test_history_runs_versions_and_compare(server, tab, made):  # noqa: F811
     see(tab, re.compile(r"Run #\d+ vs run #\d+"))
     idle(tab)
     shown_as_text(tab, made, p.colour)
+
+
+def test_schedules_and_alert_rules(server, tab, made):  # noqa: F811
+    p = made.payloads
+    open_page(tab, f"{server}/alerts?kpi={made.kpi_id}", made, "Schedules run a KPI at set times")
+    shown_as_text(tab, made, p.colour)  # the schedule's parameters
+    main(tab).get_by_role("tab", name=re.compile("Alert rules")).click()
+    idle(tab)
+    shown_as_text(tab, made, p.text("Rule"))
+
+
+def test_inbox(server, tab, made):  # noqa: F811
+    p = made.payloads
+    open_page(tab, f"{server}/inbox", made, "What the alert rules you subscribe to told you")
+    see(tab, "Mark read")
+    shown_as_text(tab, made, p.text("Rule"), p.text("KPI"))
 
 
 def test_audit(server, tab, made):  # noqa: F811

@@ -43,6 +43,8 @@ NAMES = {
     "admin": "Ann Admin",
 }
 PAGES = ["overview", "kpis", "run", "drilldown", "history", "audit", "data_sources", "people"]
+PAGES += ["alerts", "inbox", "storage"]
+ADMIN_ONLY = ("people", "storage")
 TITLES = {
     "overview": "Overview",
     "kpis": "KPIs",
@@ -52,6 +54,9 @@ TITLES = {
     "audit": "Audit log",
     "data_sources": "Data sources",
     "people": "People",
+    "alerts": "Schedules & alerts",
+    "inbox": "Inbox",
+    "storage": "Storage",
 }
 DEMO_KPI_NAMES = ("Orders", "Revenue", "Gross Margin")
 
@@ -312,6 +317,27 @@ def check_people(at: AppTest, role: str, ids: dict[str, Any]) -> None:
     assert not any("Sign-in is off" in i for i in texts(at.info))
 
 
+def check_alerts(at: AppTest, role: str, ids: dict[str, Any]) -> None:
+    for key, what in (("sc_create", "create schedules"), ("ar_create", "create alert rules")):
+        create = at.button(key=key)
+        if may(role, "editor"):
+            assert not (create.help or "").startswith("Only people"), (key, create.help)
+        else:
+            assert create.disabled and refusal("editor", what, role) in (create.help or ""), (
+                key,
+                create.help,
+            )
+
+
+def check_inbox(at: AppTest, role: str, ids: dict[str, Any]) -> None:
+    assert any("Inbox" in link.label for link in at.sidebar.get("page_link"))
+
+
+def check_storage(at: AppTest, role: str, ids: dict[str, Any]) -> None:
+    assert role == "admin"  # the others cannot reach it (like People)
+    assert at.dataframe
+
+
 CHECKS = {
     "overview": check_overview,
     "kpis": check_kpis,
@@ -321,6 +347,9 @@ CHECKS = {
     "audit": check_audit,
     "data_sources": check_data_sources,
     "people": check_people,
+    "alerts": check_alerts,
+    "inbox": check_inbox,
+    "storage": check_storage,
 }
 
 
@@ -332,10 +361,10 @@ def test_each_page_for_each_role(signed_in, ids, page, role):
     who = f"Signed in as {NAMES[role]} <{email(role)}> · {role}"
     assert any(who in c for c in sidebar), sidebar
     assert not any("Sign-in is off" in c for c in sidebar)
-    if page == "people" and role != "admin":
+    if page in ADMIN_ONLY and role != "admin":
         # Not in their navigation: the page cannot be opened.
         with pytest.raises(ValueError, match="Could not find a navigation page"):
-            at.switch_page("pages/people.py")
+            at.switch_page(f"pages/{page}.py")
         return
     at.switch_page(f"pages/{page}.py").run()
     no_exception(at)
