@@ -10,7 +10,8 @@ image and a link in Markdown, a Streamlit colour directive with bold text, and H
 
 Every page is opened in the real app (overview, the KPI's edit form with a failing
 "Test query", the run page with a "Run now", the drill-down of a run and of the failed
-run, the history's runs, versions and compare tabs, the audit log, the data sources),
+run, the history's trend, runs, versions and compare tabs, the schedules and alert rules,
+the inbox, the audit log, the data sources),
 and on each: the recorder saw no request, no link goes to example.com or the recorder,
 no image loads from it, no bold or coloured element came out of a payload (the main
 document and every frame, the AgGrid's included), the payload is there literally (so it
