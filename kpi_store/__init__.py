@@ -37,6 +37,7 @@ from .models import (
     Series,
     SeriesPoint,
     SettingDifference,
+    UnusualCheck,
     VersionDiff,
 )
 from .run_diff import DuplicateKeyError
@@ -66,6 +67,7 @@ __all__ = [
     "RuleTest",
     "Schedule",
     "Tick",
+    "UnusualCheck",
     "KPI",
     "RAG",
     "Aggregation",

@@ -687,6 +687,7 @@ class Headline(BaseModel):
     latest: SeriesPoint | None  # the newest official point
     rag: RAG | None
     change: float | None
+    change_pct: float | None  # None when the base is 0 (no data, never infinity)
     change_label: str  # "vs previous run", "vs 2025-02", …
     trend: list[float]  # official values, oldest first
     last_run: Execution | None  # the newest run of any parameter set and status

@@ -322,9 +322,11 @@ def _headline(
     points = [series.point_of(kpi, r) for r in series.one_per_period(kpi, runs)][-trend:]
     latest = points[-1] if points else None
     previous = points[-2] if len(points) > 1 else None
-    change, label = None, ""
+    change = pct = None
+    label = ""
     if latest and previous and latest.value is not None and previous.value is not None:
         change = latest.value - previous.value
+        pct = change / abs(previous.value) * 100 if previous.value else None
         label = f"vs {previous.period_label}" if previous.period_label else "vs previous run"
     explorations = sum(len(v) for k, v in by_series.items() if k != official)
     return Headline(
@@ -333,6 +335,7 @@ def _headline(
         latest=latest,
         rag=latest.rag if latest else None,
         change=change,
+        change_pct=pct,
         change_label=label,
         trend=[p.value for p in points if p.value is not None],
         last_run=last[0] if last else None,

@@ -50,6 +50,7 @@ from kpi_store.formats import (
     run_duration_ms,
     time_ago,
 )
+from kpi_store.models import UnusualCheck
 from kpi_store.source_schema import TableInfo, quote_name
 from kpi_store.validation import field_label
 
@@ -162,6 +163,7 @@ __all__ = [
     "AGGREGATION_LABELS", "DIRECTION_LABELS", "PARAM_TYPE_LABELS", "EditOnTop", "TableInfo",
     "edit_on_top", "field_label", "field_text", "number_text", "parameter_text",
     "quote_name",
-    "ALERT_STYLE", "KPIAlerts", "NOTICE_STYLE", "alert_badge", "channels_tab", "notice_badge",
+    "ALERT_STYLE", "KPIAlerts", "NOTICE_STYLE", "UnusualCheck", "alert_badge", "channels_tab",
+    "notice_badge",
     "rules_tab", "schedules_tab", "state_word",
 ]  # fmt: skip

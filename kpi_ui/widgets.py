@@ -31,6 +31,7 @@ from kpi_store.formats import (
     format_value,
     time_ago,
 )
+from kpi_store.models import UnusualCheck
 from kpi_store.values import coerce_value
 
 from .alert_look import card_alert_badge
@@ -65,10 +66,16 @@ def kpi_label(kpi: KPI) -> str:
 # -- KPI card ---------------------------------------------------------------------------------
 
 
-def kpi_card(kpi: KPI, headline: Headline | None, alerts: KPIAlerts | None = None) -> None:
+def kpi_card(
+    kpi: KPI,
+    headline: Headline | None,
+    alerts: KPIAlerts | None = None,
+    unusual: UnusualCheck | None = None,
+) -> None:
     """The official number of one KPI: value, change, target and status, the official
     sparkline, and the newest run of any kind (an exploration is said to be one); with
-    ``alerts``, the worst state of its alert rules as a badge."""
+    ``alerts``, the worst state of its alert rules as a badge; with ``unusual``, whether
+    the value lies outside its usual range."""
     latest = headline.latest if headline else None
     value = latest.value if latest else None
     with st.container(border=True, key=f"kpi_card_{kpi.id}"):
@@ -80,6 +87,8 @@ def kpi_card(kpi: KPI, headline: Headline | None, alerts: KPIAlerts | None = Non
                 card_alert_badge(alerts)
         change = headline.change if headline else None
         delta = format_change(change, kpi.unit) if change is not None else None
+        if delta and headline and headline.change_pct is not None:
+            delta += f" ({headline.change_pct:+.1f} %)"
         st.metric(
             md(kpi.description or kpi.name),
             md(format_value(value, kpi.unit)) if latest else MISSING,
@@ -91,6 +100,8 @@ def kpi_card(kpi: KPI, headline: Headline | None, alerts: KPIAlerts | None = Non
         trend = headline.trend if headline else []
         if len(trend) > 1:  # drawn with a text alternative (st.metric's chart has none)
             sparkline(trend, kpi.name, kpi.unit)
+        if unusual is not None and unusual.unusual and latest and unusual.run_id == latest.run_id:
+            _unusual_caption(kpi, unusual)
         target = latest.target if latest else kpi.target_for(None)
         shown = format_value(target, kpi.unit) if target is not None else "none"
         period = f" · {latest.period_label}" if latest and latest.period_label else ""
@@ -104,6 +115,14 @@ def kpi_card(kpi: KPI, headline: Headline | None, alerts: KPIAlerts | None = Non
                 run_link(latest.run_id, "Rows")
             else:
                 kpi_link(kpi.id, "Run", Page.RUN, ":material/play_arrow:")
+
+
+def _unusual_caption(kpi: KPI, check: UnusualCheck) -> None:
+    low, high = format_value(check.low, kpi.unit), format_value(check.high, kpi.unit)
+    st.caption(
+        f":red[:material/priority_high: Unusual:] {check.side} its usual range {md(low)} – "
+        f"{md(high)} ({len(check.comparable_run_ids)} comparable runs)"
+    )
 
 
 def _last_run_caption(last_run: Execution | None, official: SeriesPoint | None) -> None:

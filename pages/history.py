@@ -42,15 +42,17 @@ ui.set_query_param("kpi", selected)
 st.session_state[LAST_KPI] = selected
 kpi = by_id[selected]
 
-head, links = st.columns([4, 2], vertical_alignment="center")
+head, links = st.columns([4, 3], vertical_alignment="center")
 target = ui.format_value(kpi.target, kpi.unit) if kpi.target is not None else "none"
 head.text(f"Version {kpi.version} · {kpi.status} · owner {kpi.owner or '—'} · target {target}")
 with links:
-    l1, l2 = st.columns(2)
+    l1, l2, l3 = st.columns(3)
     with l1:
         ui.kpi_link(kpi.id, "Edit", ui.Page.KPIS, ":material/edit:")
     with l2:
         ui.kpi_link(kpi.id, "Run", ui.Page.RUN, ":material/play_arrow:")
+    with l3:  # schedules, alert rules and subscribing to them, for this KPI
+        ui.kpi_link(kpi.id, "Alerts", ui.Page.ALERTS, ":material/notifications:")
 
 runs: list[ui.Execution] = []
 versions: list[ui.KPIVersion] = []

@@ -742,6 +742,7 @@ with actions:
     with row:
         ui.kpi_link(kpi.id, "Run", ui.Page.RUN, ":material/play_arrow:")
         ui.kpi_link(kpi.id, "History", ui.Page.HISTORY, ":material/timeline:")
+        ui.kpi_link(kpi.id, "Alerts", ui.Page.ALERTS, ":material/notifications:")
     if row.button(
         archive_label,
         key="kp_archive",

@@ -135,9 +135,12 @@ if not shown:
 
 headlines: dict[int, ui.Headline] = {}
 alerts: dict[int, ui.KPIAlerts] = {}
+unusual: dict[int, ui.UnusualCheck] = {}
 with ui.friendly_errors():
     headlines = store.headlines(shown, actor=me.actor)
     alerts = store.alert_states([k.id for k in shown], actor=me.actor)
+    latest = [h.latest.run_id for h in headlines.values() if h.latest]
+    unusual = store.unusual_flags(latest, actor=me.actor)
 
 counts = store.rag_counts(shown, headlines)
 s = st.columns(5)
@@ -154,4 +157,6 @@ for start in range(0, len(shown), per_row):
     row = st.columns(per_row)
     for column, kpi in zip(row, shown[start : start + per_row], strict=False):
         with column:
-            ui.kpi_card(kpi, headlines.get(kpi.id), alerts.get(kpi.id))
+            headline = headlines.get(kpi.id)
+            check = unusual.get(headline.latest.run_id) if headline and headline.latest else None
+            ui.kpi_card(kpi, headline, alerts.get(kpi.id), check)

@@ -56,6 +56,7 @@ def test_cards_show_the_official_number_its_status_and_change(demo_store):
     assert "Target $5,250,000 · Finance" in text
     change = official.value - earlier.value
     assert f"{'+' if change >= 0 else '-'}${abs(change):,.2f}" in text and "vs 2024" in text
+    assert f"({change / earlier.value * 100:+.1f} %)" in text
     assert f"${north.value:,.2f}" not in text  # the newer exploration is not the number
     assert "an exploration" in text
     returns_text = card_text(at, returns.id)

@@ -101,6 +101,9 @@ def test_an_unusual_latest_value_is_ringed_with_its_band(app_store, sales_db):
     no_exception(at)
     [warning] = [w for w in texts(at.warning) if "unusual" in w]
     assert "above the usual range" in warning and "8 comparable runs" in warning
+    overview = open_app("overview")
+    no_exception(overview)
+    assert any("Unusual:" in c and "above its usual range" in c for c in texts(overview.caption))
     spec = at.get("vega_lite_chart")[0].proto.spec.replace(" ", "")
     assert '"color":"#dc2626"' in spec  # the ring around the unusual point
     assert '"type":"rect"' in spec  # the usual band behind the line
