@@ -12,11 +12,25 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from kpi_store import KPI, Series
+from kpi_store import KPI, Grain, Series
 from kpi_store.formats import format_value
 
 from .charts import time_format
 
+PERIOD_FORMATS = {  # d3 time formats for a period KPI's x axis (the period's start)
+    Grain.DAY: "%b %d, %Y",
+    Grain.WEEK: "%b %d, %Y",
+    Grain.MONTH: "%b %Y",
+    Grain.QUARTER: "%b %Y",
+    Grain.YEAR: "%Y",
+}
+PERIOD_TICKS = {
+    Grain.DAY: ("day", 1),
+    Grain.WEEK: ("week", 1),
+    Grain.MONTH: ("month", 1),
+    Grain.QUARTER: ("month", 3),
+    Grain.YEAR: ("year", 1),
+}
 SERIES_COLUMNS = ["series", "x", "value", "run", "label", "target", "status", "unusual"]
 
 
@@ -75,7 +89,15 @@ def series_chart(
         return
     period = kpi.period is not None
     x_title = f"Period ({kpi.period.grain})" if kpi.period else "Run time (UTC)"
-    x = alt.X("x:T", title=x_title, axis=alt.Axis(format=time_format(frame["x"])))
+    if kpi.period:  # one tick per period at most, labelled as the period
+        interval, step = PERIOD_TICKS[kpi.period.grain]
+        axis = alt.Axis(
+            format=PERIOD_FORMATS[kpi.period.grain],
+            tickCount={"interval": interval, "step": step},
+        )
+    else:
+        axis = alt.Axis(format=time_format(frame["x"]))
+    x = alt.X("x:T", title=x_title, axis=axis)
     y = alt.Y(
         "value:Q",
         title=f"Value ({kpi.unit})" if kpi.unit else "Value",

@@ -15,6 +15,7 @@ from kpi_store.models import UnusualCheck
 from .actions import act
 from .identity import Viewer
 from .links import run_url
+from .look import rag_label
 from .messages import friendly_errors, md, md_delta
 from .series_view import default_backfill_range, series_chart
 
@@ -46,7 +47,9 @@ def trend_tab(store: KPIStore, kpi: KPI, me: Viewer) -> None:
 
 
 def _pick_series(kpi: KPI, lines: list[Series]) -> list[Series]:
-    labels = {line.key: f"{line.label} · {line.runs} runs" for line in lines}
+    labels = {
+        line.key: f"{line.label} · {line.runs} run{'s' if line.runs != 1 else ''}" for line in lines
+    }
     picked = st.multiselect(
         "Parameter sets",
         list(labels),
@@ -81,9 +84,7 @@ def _unusual_caption(kpi: KPI, check: UnusualCheck | None) -> None:
     if check is None:
         return
     if check.unusual is None:
-        st.caption(
-            f":material/query_stats: Latest value not judged for unusualness: {md(check.reason)}"
-        )
+        st.caption(f":material/query_stats: Unusual values: {md(check.reason)}")
         return
     low, high = format_value(check.low, kpi.unit), format_value(check.high, kpi.unit)
     runs = ", ".join(f"#{i}" for i in check.comparable_run_ids)
@@ -140,7 +141,7 @@ def _points_table(store: KPIStore, kpi: KPI, line: Series, me: Viewer) -> None:
             {
                 "when": point.period_label or point.finished_at,
                 "value": format_value(point.value, kpi.unit),
-                "status": str(point.rag or "no target"),
+                "status": rag_label(point.rag) if point.rag else "No target",
                 "compared with": (c.base_label if c else "")
                 + (" (not run yet)" if c and c.missing else ""),
                 "base": format_value(c.base_value, kpi.unit) if c else "",

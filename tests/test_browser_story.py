@@ -23,7 +23,9 @@ from test_browser import (  # noqa: F401 - fixtures shared with the main journey
     needs,
     playwright_api,
     running_app,
+    screenshot,
     see,
+    shots,
     sign_in,
 )
 
@@ -88,7 +90,7 @@ def test_the_card_keeps_the_official_number_when_an_exploration_is_newer(
 
 
 def test_the_trend_backfills_2024_and_compares_2025_with_it(
-    page: Any, server: str, demo: dict[str, Any]
+    page: Any, server: str, demo: dict[str, Any], shots: Any
 ) -> None:
     page.goto(f"{server}/history?kpi={demo['revenue']}")
     see(page, "Parameter sets")
@@ -113,6 +115,11 @@ def test_the_trend_backfills_2024_and_compares_2025_with_it(
     see(page, "Latest vs 2024")
     see(page, f"({compared.change_pct:+.1f} %)")
     expect(main(page).get_by_role("button", name="Run 2024 to compare")).to_have_count(0)
+    main(page).get_by_role("combobox", name="Parameter sets").click()  # the exploration too
+    page.get_by_role("option", name=re.compile("North")).first.click()
+    page.keyboard.press("Escape")
+    see(page, "Latest vs 2024")
+    screenshot(page, shots, "trend")
     DONE["trend"] = True
 
 
