@@ -39,8 +39,16 @@ def md(text: object) -> str:
     raw = _AUTOLINK.sub(WORD_JOINER, str(text))
     escaped = _ALWAYS.sub(r"\\\1", raw)
     escaped = _UNDERSCORE.sub(r"\\_", escaped)
-    escaped = _LINE_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", escaped)
+    escaped = _LINE_START.sub(_inert_line_start, escaped)
     return escaped.replace(":", "&#58;")
+
+
+def _inert_line_start(match: re.Match[str]) -> str:
+    """A line start that would begin a list, quote or heading, kept as text: the marker's
+    punctuation is escaped (``1\\.``, not ``\\1.``: only punctuation can be escaped, and a
+    backslash before a digit would show)."""
+    indent, marker = match.group(1), match.group(2)
+    return f"{indent}{marker[:-1]}\\{marker[-1]}"
 
 
 def md_delta(text: object) -> str:
