@@ -28,9 +28,25 @@ def _period_names(spec: KPISpec) -> tuple[str, ...]:
 
 
 def series_params(spec: KPISpec, params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters that name a run's series: all but the period dates."""
+    """The parameters that name a run's series: all but the period dates, when they make
+    one period (whole, or to date); a run over any other range is a series of its own,
+    an exploration (a two-year run of a monthly KPI is not one of its months)."""
+    if not in_one_period(spec, params):
+        return dict(params)
     dropped = _period_names(spec)
     return {name: value for name, value in params.items() if name not in dropped}
+
+
+def in_one_period(spec: KPISpec, params: dict[str, Any]) -> bool:
+    """A period KPI's run covers one period: from its first day to its last, or to a day
+    inside it ("to date"). True for a KPI without a period."""
+    if spec.period is None:
+        return True
+    start, end = period_of(spec, params)
+    if start is None or end is None:
+        return False
+    grain = spec.period.grain
+    return periods.period_start(start, grain) == start and end <= periods.period_end(start, grain)
 
 
 def key_of(params: dict[str, Any]) -> str:

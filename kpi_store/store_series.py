@@ -291,10 +291,10 @@ def _series_params_given(kpi: KPI, params: dict[str, Any] | None) -> dict[str, A
             )
         params = official
     given = dict(params)
-    if kpi.period is not None:
-        today = dt.date.today().isoformat()
-        for name in (kpi.period.start, kpi.period.end):
-            given.setdefault(name, today)
+    if kpi.period is not None:  # this period's dates, unless the set names a range itself
+        current = periods.period_of(dt.date.today(), kpi.period.grain)
+        given.setdefault(kpi.period.start, current.start.isoformat())
+        given.setdefault(kpi.period.end, current.end.isoformat())
     bound = bind_parameters(kpi, given)
     return series.series_params(kpi, bound.json)
 

@@ -111,6 +111,22 @@ def test_official_runs_and_explorations_are_separate_series(shop: KPIStore) -> N
     assert shop.series(kpi.id, {"region": "east"}).key == second.key
 
 
+def test_a_run_over_several_periods_is_an_exploration_never_the_headline(shop: KPIStore) -> None:
+    kpi = shop.create_kpi(period_spec(), "ann")
+    official = shop.execute(kpi.id, month(2024, 2), "ann")
+    to_date = shop.execute(kpi.id, {"start": "2024-03-01", "end": "2024-03-15"}, "ann")
+    two_years = shop.execute(kpi.id, {"start": "2024-01-01", "end": "2025-12-31"}, "ann")
+    assert to_date.series_key == official.series_key  # March so far: the official March
+    assert two_years.series_key != official.series_key
+    headline = shop.headlines([kpi])[kpi.id]
+    assert headline.latest is not None and headline.latest.run_id == to_date.id
+    assert headline.last_run is not None and headline.last_run.id == two_years.id
+    first, second = shop.series_list(kpi.id)
+    assert [p.run_id for p in first.points] == [official.id, to_date.id]
+    assert [p.run_id for p in second.points] == [two_years.id] and not second.official
+    assert "2025-12-31" in second.label
+
+
 def test_a_pinned_parameter_set_becomes_the_official_number(shop: KPIStore) -> None:
     kpi = shop.create_kpi(period_spec(), "ann")
     shop.execute(kpi.id, month(2024, 1), "ann")

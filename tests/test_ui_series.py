@@ -83,8 +83,11 @@ def test_the_form_pins_official_parameters_and_declares_a_period(demo_store):
     saved = demo_store.get_kpi(revenue.id)
     assert saved.official_params == {"region": "North"}
     assert saved.period is not None and saved.period.grain == "quarter"
-    run = demo_store.execute(revenue.id, {"region": "North"}, "t")
+    quarter = {"region": "North", "start_date": "2025-01-01", "end_date": "2025-03-31"}
+    run = demo_store.execute(revenue.id, quarter, "t")
     assert demo_store.headlines([saved])[revenue.id].latest.run_id == run.id
+    year = demo_store.execute(revenue.id, {"region": "North"}, "t")  # a year: 4 quarters
+    assert demo_store.headlines([saved])[revenue.id].latest.run_id != year.id
     assert saved.rag_status(None) == RAG.NO_DATA
 
 
