@@ -17,15 +17,12 @@ from .models import (
     KPI,
     AuditEntry,
     AuditVerification,
-    BackfillResult,
     BatchResult,
     ColumnMatch,
-    Comparison,
     DataSource,
     DiffPage,
     DiffRow,
     Execution,
-    Headline,
     KPISpec,
     KPIVersion,
     ParameterSpec,
@@ -34,15 +31,13 @@ from .models import (
     Person,
     ResultPage,
     RunDiff,
-    Series,
-    SeriesPoint,
     SettingDifference,
-    UnusualCheck,
     VersionDiff,
 )
 from .run_diff import DuplicateKeyError
 from .schedules import Schedule, Tick
 from .store import KPIStore
+from .story_records import BackfillResult, Comparison, Headline, Series, SeriesPoint, UnusualCheck
 from .vocabulary import (
     RAG,
     Aggregation,

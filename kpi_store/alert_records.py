@@ -19,7 +19,8 @@ from .alert_states import (
     RuleState,
 )
 from .formats import format_value
-from .models import KPI, NotificationKind
+from .models import KPI
+from .notification_records import NotificationKind
 
 
 class AlertRule(BaseModel):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from .models import NotificationKind
+from .notification_records import NotificationKind
 from .vocabulary import RAG
 
 

@@ -21,7 +21,8 @@ from .alert_records import AlertEvaluation, AlertRule, RuleTest, summary_line
 from .alert_states import ConditionKind, Decision, Observation, Outcome, step
 from .config import Settings
 from .errors import NotFoundError
-from .models import KPI, Execution, NotificationEvent
+from .models import KPI, Execution
+from .notification_records import NotificationEvent
 from .schema import alert_evaluations as evaluations
 from .schema import alert_rules as rules
 from .schema import kpi_execution_results as executions

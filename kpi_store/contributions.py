@@ -36,10 +36,11 @@ from sqlalchemy.dialects import postgresql
 from . import definitions, run_records
 from .errors import ExecutionError, ValidationError
 from .formats import format_number
-from .models import ADDITIVE, KPI, Contribution, Contributions, Execution
+from .models import ADDITIVE, KPI, Execution
 from .result_views import NUMERIC_TYPES, _as_number, unique_names
 from .results import check_exportable
 from .schema import kpi_execution_result_rows as rows_table
+from .story_records import Contribution, Contributions
 from .vocabulary import Aggregation
 
 MAX_TOP = 100

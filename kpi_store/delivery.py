@@ -27,7 +27,7 @@ from . import db, mail, webhooks
 from . import notifications as queue
 from .config import Settings
 from .errors import KPIStoreError
-from .models import DeliveryReport, NotificationEvent
+from .notification_records import DeliveryReport, NotificationEvent
 from .notifications import Permanent, Transient
 from .schema import notification_attempts as tries_log
 from .schema import notification_deliveries as deliveries

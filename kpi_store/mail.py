@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from . import notifications as queue
 from .config import Settings
 from .formats import MISSING, format_time, format_value
-from .models import ChannelHealth, NotificationEvent
+from .notification_records import ChannelHealth, NotificationEvent
 from .notifications import Permanent, Transient
 from .schema import notification_attempts as tries_log
 from .schema import notification_deliveries as deliveries

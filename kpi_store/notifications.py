@@ -20,7 +20,13 @@ import sqlalchemy as sa
 from . import db
 from .config import Settings
 from .errors import NotFoundError, ValidationError
-from .models import Delivery, DeliveryAttempt, InboxItem, NotificationEvent, WebhookChannel
+from .notification_records import (
+    Delivery,
+    DeliveryAttempt,
+    InboxItem,
+    NotificationEvent,
+    WebhookChannel,
+)
 from .schema import notification_attempts as tries_log
 from .schema import notification_deliveries as deliveries
 from .schema import notifications

@@ -17,8 +17,9 @@ import orjson
 import sqlalchemy as sa
 
 from . import periods, run_records
-from .models import KPI, Execution, KPISpec, SeriesPoint
+from .models import KPI, Execution, KPISpec
 from .schema import kpi_execution_results as executions
+from .story_records import SeriesPoint
 from .values import to_json_value
 from .vocabulary import Grain, RunStatus
 

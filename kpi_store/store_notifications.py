@@ -16,7 +16,7 @@ from . import webhooks as hooks
 from .access import Guard, Rule, allowed, unguarded, visible_kpis
 from .config import Settings
 from .errors import ValidationError
-from .models import (
+from .notification_records import (
     ChannelHealth,
     Delivery,
     DeliveryReport,

@@ -15,18 +15,10 @@ import sqlalchemy as sa
 from . import audit, db, definitions, periods, run_records, series
 from .access import Guard, allowed, visible_kpis
 from .errors import KPIStoreError, ValidationError
-from .models import (
-    KPI,
-    BackfillResult,
-    BatchError,
-    Comparison,
-    Execution,
-    Headline,
-    Series,
-    SeriesPoint,
-)
+from .models import KPI, BatchError, Execution
 from .runs import RunLedger, new_batch_id
 from .schema import kpi_execution_results as executions
+from .story_records import BackfillResult, Comparison, Headline, Series, SeriesPoint
 from .validation import bind_parameters, checked_actor
 from .values import to_json_value
 from .vocabulary import ACTIVE_STATUSES, AuditAction, CompareTo, Role, RunMode, RunStatus

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from . import db, run_records
 from .access import Guard, allowed, unguarded, visible_kpis
-from .models import KPI, DataSource, Execution, Headline
+from .models import KPI, DataSource, Execution
+from .story_records import Headline
 from .views import (
     BatchProgress,
     JobBoard,

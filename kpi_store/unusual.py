@@ -27,9 +27,10 @@ import sqlalchemy as sa
 
 from . import db
 from .formats import format_number
-from .models import Band, Execution, UnusualCheck
+from .models import Execution
 from .schema import kpi_definition_history as history
 from .schema import kpi_execution_results as executions
+from .story_records import Band, UnusualCheck
 from .vocabulary import RunStatus
 
 MIN_COMPARABLE = 8

@@ -12,7 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .models import KPI, DataSource, Execution, Headline
+from .models import KPI, DataSource, Execution
+from .story_records import Headline
 from .vocabulary import RAG, RunStatus
 
 

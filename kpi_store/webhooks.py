@@ -26,7 +26,7 @@ from . import audit, db, keys
 from . import notifications as queue
 from .config import Settings
 from .errors import ValidationError
-from .models import ChannelHealth, NotificationEvent, WebhookSaved
+from .notification_records import ChannelHealth, NotificationEvent, WebhookSaved
 from .notifications import Permanent, Transient
 from .schema import webhook_channels as channels
 from .vocabulary import AuditAction

@@ -50,8 +50,8 @@ from kpi_store.formats import (
     run_duration_ms,
     time_ago,
 )
-from kpi_store.models import UnusualCheck
 from kpi_store.source_schema import TableInfo, quote_name
+from kpi_store.story_records import UnusualCheck
 from kpi_store.validation import field_label
 
 from .actions import act, ask_to_confirm, asking, confirmed, deferred

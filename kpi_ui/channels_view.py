@@ -9,7 +9,7 @@ import streamlit as st
 
 from kpi_store import KPIStore, Role
 from kpi_store.formats import MISSING, format_time
-from kpi_store.models import ChannelHealth, WebhookSaved
+from kpi_store.notification_records import ChannelHealth, WebhookSaved
 
 from .actions import act, ask_to_confirm, confirmed
 from .identity import Viewer

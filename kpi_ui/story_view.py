@@ -8,7 +8,7 @@ import streamlit as st
 
 from kpi_store import KPI, Aggregation, Execution, KPIStore, RunStatus
 from kpi_store.formats import format_value
-from kpi_store.models import Contribution, Contributions
+from kpi_store.story_records import Contribution, Contributions
 
 from .identity import Viewer
 from .messages import friendly_errors, md

@@ -10,7 +10,7 @@ import streamlit as st
 
 from kpi_store import KPI, CompareTo, Comparison, KPIStore, Role, Series
 from kpi_store.formats import format_value
-from kpi_store.models import UnusualCheck
+from kpi_store.story_records import UnusualCheck
 
 from .actions import act
 from .identity import Viewer

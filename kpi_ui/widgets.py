@@ -31,7 +31,7 @@ from kpi_store.formats import (
     format_value,
     time_ago,
 )
-from kpi_store.models import UnusualCheck
+from kpi_store.story_records import UnusualCheck
 from kpi_store.values import coerce_value
 
 from .alert_look import card_alert_badge

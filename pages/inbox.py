@@ -8,7 +8,7 @@ import datetime as dt
 import streamlit as st
 
 import kpi_ui as ui
-from kpi_store.models import InboxItem
+from kpi_store.notification_records import InboxItem
 
 store = ui.get_store()
 me = ui.viewer()

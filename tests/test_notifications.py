@@ -34,7 +34,7 @@ from conftest import make_spec
 from kpi_store import KPIStore, Worker, db, delivery, notifications
 from kpi_store.config import Settings
 from kpi_store.errors import NotFoundError, PermissionDeniedError, ValidationError
-from kpi_store.models import NotificationEvent
+from kpi_store.notification_records import NotificationEvent
 from kpi_store.schema import webhook_channels
 
 # The test mail server asks for a login over plain SMTP on the loopback.
