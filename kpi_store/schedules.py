@@ -88,11 +88,16 @@ class Schedule(BaseModel):
     updated_at: dt.datetime
     updated_by: str
 
+    @property
+    def words(self) -> str:
+        """The cron expression in words: "At 02:30"."""
+        return describe(self.cron)
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def description(self) -> str:
         """The cron expression in words, with its zone: "At 02:30 (Europe/Berlin)"."""
-        return f"{describe(self.cron)} ({self.timezone})"
+        return f"{self.words} ({self.timezone})"
 
     @property
     def next_run_local(self) -> dt.datetime | None:
@@ -105,6 +110,35 @@ class Schedule(BaseModel):
         """The next ``n`` fire times after ``after`` (default now), as times in the
         schedule's zone (zone-aware)."""
         return fire_times(self.cron, self.timezone, after, n)
+
+
+class CronPreview(BaseModel):
+    """An unsaved cron expression and zone, checked: in words, and its next fire times."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cron: str  # its spacing tidied
+    timezone: str
+    words: str  # "At 02:30"
+    fire_times: list[dt.datetime]  # zone-aware, in ``timezone``
+
+    @property
+    def description(self) -> str:
+        """In words with its zone, as ``Schedule.description``: "At 02:30 (Europe/Berlin)"."""
+        return f"{self.words} ({self.timezone})"
+
+
+def preview(cron: Any, timezone: Any, n: int = 5, after: dt.datetime | None = None) -> CronPreview:
+    """``cron`` in ``timezone`` checked (ValidationError saying why it cannot fire),
+    described in words, with its next ``n`` fire times."""
+    text = checked_cron(cron)
+    zone = str(checked_zone(timezone))
+    return CronPreview(
+        cron=text,
+        timezone=zone,
+        words=describe(text),
+        fire_times=fire_times(text, zone, after, n),
+    )
 
 
 class Tick(BaseModel):

@@ -28,6 +28,7 @@ from .queue import process_worker_id
 from .runs import RunLedger
 from .schedules import (
     MISSED_COUNT_CAP,
+    CronPreview,
     Schedule,
     Tick,
     TickOutcome,
@@ -37,6 +38,7 @@ from .schedules import (
     checked_zone,
     missed_between,
     next_after,
+    preview,
     resolved,
 )
 from .schema import kpi_definitions as kpis
@@ -220,6 +222,12 @@ class ScheduleDesk:
         with db.read_tx(self.engine) as connection:
             rows = connection.execute(query.order_by(ticks.c.id.desc()).limit(limit))
             return [Tick.model_validate(dict(row._mapping)) for row in rows]
+
+    @unguarded("checks and describes the expression it is given; reads nothing")
+    def preview_schedule(self, cron: str, timezone: str = "UTC", n: int = 5) -> CronPreview:
+        """A cron expression and zone before saving: in words, and its next ``n`` fire
+        times (ValidationError naming what is wrong, or that it never fires)."""
+        return preview(cron, timezone, n)
 
     # -- firing -----------------------------------------------------------------------------
 

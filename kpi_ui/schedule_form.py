@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 
 from kpi_store import KPI, KPIStore, KPIStoreError, Role
-from kpi_store.schedules import Schedule, checked_cron, checked_zone, describe, fire_times
+from kpi_store.schedules import Schedule
 
 from .actions import act
 from .alert_look import local_time
@@ -33,19 +33,17 @@ def next_run_text(schedule: Schedule) -> str:
     return "paused" if schedule.next_run_local is None else local_time(schedule.next_run_local)
 
 
-def cron_preview(cron: str, zone: str) -> bool:
+def cron_preview(store: KPIStore, cron: str, zone: str) -> bool:
     """The cron expression in words and its next five fire times in ``zone``, before
     saving; the reason instead when it cannot fire. True when it can be saved."""
     try:
-        text = checked_cron(cron)
-        checked_zone(zone)
-        times = fire_times(text, zone, None, 5)
+        found = store.preview_schedule(cron, zone, 5)
     except KPIStoreError as error:
         st.markdown(f":red[:material/error: {md(error)}]")
         return False
-    st.markdown(f":material/schedule: **{md(describe(text))}** ({md(zone)})")
+    st.markdown(f":material/schedule: **{md(found.words)}** ({md(found.timezone)})")
     st.caption("The next five fire times:")
-    st.text("\n".join(local_time(moment) for moment in times))
+    st.text("\n".join(local_time(moment) for moment in found.fire_times))
     return True
 
 
@@ -60,7 +58,9 @@ def _browser_zone() -> str | None:
         return None
 
 
-def _when_inputs(prefix: str, cron: str, zone: str | None, disabled: bool) -> tuple[str, str, bool]:
+def _when_inputs(
+    store: KPIStore, prefix: str, cron: str, zone: str | None, disabled: bool
+) -> tuple[str, str, bool]:
     """The cron and zone inputs with their preview: (cron, zone, whether it fires)."""
     left, right = st.columns([2, 1])
     typed = left.text_input(
@@ -74,7 +74,7 @@ def _when_inputs(prefix: str, cron: str, zone: str | None, disabled: bool) -> tu
         disabled=disabled,
         help="Fire times follow this zone's clock, daylight saving included.",
     )
-    return typed, chosen, cron_preview(typed, chosen)
+    return typed, chosen, cron_preview(store, typed, chosen)
 
 
 def _run_as_input(store: KPIStore, me: Viewer, prefix: str, current: str, disabled: bool) -> str:
@@ -105,7 +105,7 @@ def new_schedule_form(store: KPIStore, me: Viewer, kpis: dict[int, KPI], focus: 
         disabled=bool(refusal),
     )
     kpi = kpis[kpi_id]
-    cron, zone, fires = _when_inputs("sc_new", "0 7 * * 1-5", _browser_zone(), bool(refusal))
+    cron, zone, fires = _when_inputs(store, "sc_new", "0 7 * * 1-5", _browser_zone(), bool(refusal))
     st.caption("Parameters (empty: the KPI's default, i.e. its official number)")
     params = parameter_set_inputs(kpi, "sc_new", disabled=bool(refusal))
     run_as = _run_as_input(store, me, "sc_new", "", bool(refusal))
@@ -139,7 +139,7 @@ def new_schedule_form(store: KPIStore, me: Viewer, kpis: dict[int, KPI], focus: 
 def edit_schedule_form(store: KPIStore, me: Viewer, schedule: Schedule, kpi: KPI) -> None:
     refusal = me.refusal(Role.EDITOR, "change schedules")
     prefix = f"sc_edit_{schedule.id}"
-    cron, zone, fires = _when_inputs(prefix, schedule.cron, schedule.timezone, bool(refusal))
+    cron, zone, fires = _when_inputs(store, prefix, schedule.cron, schedule.timezone, bool(refusal))
     st.caption("Parameters (empty: the KPI's default)")
     params = parameter_set_inputs(kpi, prefix, schedule.params, disabled=bool(refusal))
     run_as = _run_as_input(store, me, prefix, schedule.run_as, bool(refusal))

@@ -9,7 +9,7 @@ import streamlit as st
 
 from kpi_store import KPI, KPIStore, Role
 from kpi_store.formats import format_params, format_time
-from kpi_store.schedules import Schedule, Tick, describe
+from kpi_store.schedules import Schedule, Tick
 
 from .actions import act, ask_to_confirm, confirmed
 from .alert_look import in_zone, local_time
@@ -43,7 +43,7 @@ def schedule_table(found: list[Schedule], kpis: dict[int, KPI]) -> None:
         {
             "ID": s.id,
             "KPI": kpi_label(kpis[s.kpi_id]) if s.kpi_id in kpis else f"#{s.kpi_id}",
-            "When": describe(s.cron),
+            "When": s.words,
             "Cron": s.cron,
             "Time zone": s.timezone,
             "Parameters": format_params(s.params, "the KPI's defaults"),
@@ -71,7 +71,7 @@ def pick_schedule(found: list[Schedule], kpis: dict[int, KPI]) -> Schedule | Non
     def label(schedule_id: int) -> str:
         s = by_id[schedule_id]
         name = kpis[s.kpi_id].name if s.kpi_id in kpis else f"KPI #{s.kpi_id}"
-        return f"#{s.id} · {name} · {describe(s.cron)}"
+        return f"#{s.id} · {name} · {s.words}"
 
     chosen = st.selectbox("Schedule", list(by_id), format_func=label, key="sc_pick")
     return by_id.get(chosen) if chosen is not None else None

@@ -89,6 +89,18 @@ def test_a_bad_cron_expression_is_refused_by_name(store: KPIStore, cron: str, wo
     assert store.schedules() == []
 
 
+def test_the_preview_of_an_unsaved_expression(store: KPIStore) -> None:
+    found = store.preview_schedule("  30   2 * * * ", "Europe/Berlin", 5)
+    assert (found.cron, found.timezone) == ("30 2 * * *", "Europe/Berlin")
+    assert found.description == "At 02:30 (Europe/Berlin)"
+    assert found.fire_times == fire_times("30 2 * * *", "Europe/Berlin", None, 5)
+    assert all((t.hour, t.minute) == (2, 30) for t in found.fire_times)
+    with pytest.raises(ValidationError, match="hour field '25'"):
+        store.preview_schedule("0 25 * * *")
+    with pytest.raises(ValidationError, match="Unknown time zone"):
+        store.preview_schedule("0 7 * * *", "Mars/Olympus")
+
+
 def test_zones_and_parameters_are_checked_like_a_run(store: KPIStore) -> None:
     kpi = store.create_kpi(make_spec(), "alice")
     for zone in ("Mars/Olympus", "europe/berlin", "../../etc/passwd", ""):
