@@ -21,6 +21,7 @@ from .alert_states import (
 from .formats import format_value
 from .models import KPI
 from .notification_records import NotificationKind
+from .notifications import person_key
 
 
 class AlertRule(BaseModel):
@@ -62,6 +63,11 @@ class AlertRule(BaseModel):
     @property
     def official(self) -> bool:
         return self.params is None
+
+    def subscribed(self, person: str) -> bool:
+        """Whether ``person`` is told about this rule (emails compared in any case)."""
+        key = person_key(person)
+        return key is not None and key in {person_key(s) for s in self.subscribers}
 
     @property
     def rule_condition(self) -> Condition:

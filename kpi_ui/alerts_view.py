@@ -14,7 +14,6 @@ from kpi_store import KPI, KPIStore, Role
 from kpi_store.alert_records import AlertEvaluation, AlertRule, RuleTest
 from kpi_store.alert_states import AlertState
 from kpi_store.formats import MISSING, format_number, format_params, format_time, format_value
-from kpi_store.notifications import person_key
 
 from .actions import act, ask_to_confirm, confirmed
 from .alert_look import ALERT_STYLE, FOREVER, alert_badge, muted_text, state_word
@@ -53,7 +52,7 @@ def rules_tab(store: KPIStore, me: Viewer, kpis: dict[int, KPI], focus: int | No
 
 def mine(rule: AlertRule, me: Viewer) -> bool:
     """Whether the viewer is among the rule's subscribers."""
-    return person_key(me.actor) in {person_key(s) for s in rule.subscribers}
+    return rule.subscribed(me.actor)
 
 
 def watches(rule: AlertRule) -> str:

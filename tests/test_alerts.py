@@ -338,6 +338,12 @@ def test_threshold_operators_on_real_runs(store: KPIStore, kpi: int, source: Sou
 # -- which series ------------------------------------------------------------------------------
 
 
+def test_who_is_subscribed_ignores_the_case_of_an_email(store: KPIStore, kpi: int) -> None:
+    rule = store.subscribe(below(store, kpi).id, "Ana@Example.com")
+    assert rule.subscribed("ana@example.com") and rule.subscribed("ANA@example.COM")
+    assert not rule.subscribed("bo@example.com") and not rule.subscribed("")
+
+
 def test_official_and_named_parameter_sets_watch_their_own_runs(
     store: KPIStore, kpi: int, source: Source
 ) -> None:
